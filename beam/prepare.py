@@ -1,0 +1,479 @@
+"""The prepare pipeline: raw logs -> TFRecords, item table, vocabularies, manifest.
+
+Stages (all Beam; no tensorflow-transform):
+  1. read + validate events/items/follows (bad rows -> dead letter with
+     file, line, reason);
+  2. items de-duplicated by id; events whose item is unknown -> dead letter;
+  3. events grouped into user shards, stably sorted, repeated (user, item)
+     pairs -> dead letter (`duplicate_user_item`);
+  4. cutoff T = exact quantile of de-duplicated timestamps (or a given T);
+  5. per user: histories, implicit/explicit train and eval examples, written
+     as deterministic shards;
+  6. item train counts (CombinePerKey), item table, vocabularies, corpus,
+     dead letters and a manifest whose balance says rows in = kept + dead.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+from typing import Iterable
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from beam import mappers, movielens
+from beam.readers import expand_files, read_records
+from beam.records import Event, Item, dead_letter
+from beam.shard_writer import TFRecordShard, shard_path, write_text
+from beam.user_records import RecordOptions, build_user_records, order_and_dedup, stable_shard
+from trainer import features
+from trainer.config import MerConfig, config_to_dict, dump_config
+
+STATS = "stats"
+DEAD = "dead"
+TIMESTAMPS = "timestamps"
+TRAIN_COUNTS = "train_counts"
+
+
+def _dead_from_record(kind: str, paths: list[str], record, reason: str, detail: str) -> dict:
+    return dead_letter(
+        kind, paths[record.file_index], record.line, reason, detail, json.dumps(record._asdict())
+    )
+
+
+class FirstItem(beam.DoFn):
+    """Keeps the first row of each item id (by file position); the rest are dead."""
+
+    def __init__(self, paths: list[str]):
+        self._paths = paths
+
+    def process(self, element):
+        item_id, rows = element
+        rows = sorted(rows, key=lambda r: (r.file_index, r.line))
+        yield rows[0]
+        for row in rows[1:]:
+            first = rows[0]
+            yield beam.pvalue.TaggedOutput(
+                DEAD,
+                _dead_from_record(
+                    "items", self._paths, row, "duplicate_item",
+                    f"item_id {item_id!r} first defined at {self._paths[first.file_index]}:{first.line}",
+                ),
+            )
+
+
+class KnownItems(beam.DoFn):
+    """Routes events whose item is not in the item table to the dead letter."""
+
+    def __init__(self, paths: list[str]):
+        self._paths = paths
+
+    def process(self, event: Event, items):
+        if event.item_id in items:
+            yield event
+        else:
+            yield beam.pvalue.TaggedOutput(
+                DEAD,
+                _dead_from_record(
+                    "events", self._paths, event, "unknown_item",
+                    f"item_id {event.item_id!r} is not in the item table",
+                ),
+            )
+
+
+class DedupShard(beam.DoFn):
+    """Per user shard: SPEC §6.1 ordering and (user, item) de-duplication.
+
+    Emits one element per shard `(shard, [(user, events, follows), ...])`
+    sorted by user, its timestamps (for the quantile) and dead letters.
+    """
+
+    def __init__(self, event_paths: list[str], follow_paths: list[str]):
+        self._event_paths = event_paths
+        self._follow_paths = follow_paths
+
+    def process(self, element):
+        shard, grouped = element
+        by_user: dict[str, list] = collections.defaultdict(list)
+        for event in grouped["events"]:
+            by_user[event.user_id].append(event)
+        follows_by_user: dict[str, list] = collections.defaultdict(list)
+        for follow in sorted(grouped["follows"], key=lambda f: (f.file_index, f.line)):
+            topics = follows_by_user[follow.user_id]
+            if follow.topic in topics:
+                yield beam.pvalue.TaggedOutput(
+                    DEAD,
+                    _dead_from_record(
+                        "follows", self._follow_paths, follow, "duplicate_follow",
+                        f"user {follow.user_id!r} already follows {follow.topic!r}",
+                    ),
+                )
+            else:
+                topics.append(follow.topic)
+        yield beam.pvalue.TaggedOutput(
+            STATS, ("follows_kept", sum(len(v) for v in follows_by_user.values()))
+        )
+        users = []
+        stamps = []
+        for user_id in sorted(set(by_user) | set(follows_by_user)):
+            kept, dups = order_and_dedup(by_user.get(user_id, ()))
+            for dup in dups:
+                yield beam.pvalue.TaggedOutput(
+                    DEAD,
+                    _dead_from_record(
+                        "events", self._event_paths, dup, "duplicate_user_item",
+                        f"(user {user_id!r}, item {dup.item_id!r}) seen earlier; first kept",
+                    ),
+                )
+            stamps.extend(e.timestamp for e in kept)
+            users.append((user_id, kept, follows_by_user.get(user_id, [])))
+        yield beam.pvalue.TaggedOutput(TIMESTAMPS, np.asarray(stamps, dtype=np.int64))
+        yield beam.pvalue.TaggedOutput(STATS, ("events_kept", len(stamps)))
+        yield beam.pvalue.TaggedOutput(STATS, ("users", len(users)))
+        yield shard, users
+
+
+class QuantileFn(beam.CombineFn):
+    """Exact `numpy.quantile(..., method='linear')` over all timestamps.
+
+    The accumulator is a list of int64 arrays (8 bytes per event), merged by
+    concatenation; exactness matters because the split defines the benchmark.
+    """
+
+    def __init__(self, q: float):
+        self._q = q
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, acc, arr):
+        acc.append(arr)
+        return acc
+
+    def merge_accumulators(self, accs):
+        return [a for acc in accs for a in acc]
+
+    def extract_output(self, acc):
+        values = np.concatenate(acc) if acc else np.zeros(0, np.int64)
+        if values.size == 0:
+            return None
+        return float(np.quantile(values, self._q))
+
+
+class WriteExampleShard(beam.DoFn):
+    """Builds every record of the users in one shard and writes the shard files."""
+
+    def __init__(self, output_dir: str, num_shards: int, opts: RecordOptions):
+        self._output_dir = output_dir
+        self._num_shards = num_shards
+        self._opts = opts
+
+    def process(self, element, cutoff, items):
+        shard, users = element
+        buffers = {name: [] for name in features.EXAMPLE_OUTPUTS}
+        counts: collections.Counter = collections.Counter()
+        item_counts: collections.Counter = collections.Counter()
+        follows_total = 0
+        for user_id, events, follows in users:
+            if cutoff is None:
+                break
+            built = build_user_records(user_id, events, follows, cutoff, items, self._opts)
+            for name in features.EXAMPLE_OUTPUTS:
+                buffers[name].extend(built[name])
+            counts.update(built["counts"])
+            item_counts.update(built["train_items"])
+            follows_total += bool(built["follows"])
+        for name in features.EXAMPLE_OUTPUTS:
+            path = shard_path(self._output_dir, name, shard, self._num_shards)
+            with TFRecordShard(path) as writer:
+                for record in buffers[name]:
+                    writer.write(record)
+            yield beam.pvalue.TaggedOutput(STATS, (f"examples/{name}", len(buffers[name])))
+        for key, value in counts.items():
+            yield beam.pvalue.TaggedOutput(STATS, (key, value))
+        yield beam.pvalue.TaggedOutput(STATS, ("users_with_follows", follows_total))
+        for item_id, count in item_counts.items():
+            yield beam.pvalue.TaggedOutput(TRAIN_COUNTS, (item_id, count))
+
+
+class WriteItemShard(beam.DoFn):
+    """Writes one item-table shard, items sorted by id."""
+
+    def __init__(self, output_dir: str, num_shards: int):
+        self._output_dir = output_dir
+        self._num_shards = num_shards
+
+    def process(self, element):
+        shard, rows = element
+        path = shard_path(self._output_dir, features.ITEM_TABLE, shard, self._num_shards)
+        with TFRecordShard(path) as writer:
+            for item, count in sorted(rows, key=lambda r: r[0].item_id):
+                writer.write(
+                    features.encode_item(
+                        item.item_id, item.topics, item.content, dict(item.categorical),
+                        item.features_valid, count,
+                    )
+                )
+        yield (STATS, writer.count)
+
+
+def _join_counts(element):
+    item_id, grouped = element
+    (item,) = grouped["item"]
+    return item, sum(grouped["count"])
+
+
+def _write_vocab(path: str, counts: Iterable[tuple[str, int]]) -> int:
+    """Vocabulary file: one token per line, most frequent first, ties by token."""
+    ranked = sorted(counts, key=lambda kv: (-kv[1], kv[0]))
+    write_text(path, "".join(f"{token}\n" for token, _ in ranked))
+    return len(ranked)
+
+
+def _write_tables(rows, output_dir: str) -> dict:
+    """Writes vocabularies, counts and the corpus from `[(item, count)]`."""
+    join = functools.partial(FileSystems.join, output_dir)
+    rows = list(rows)
+    topic_counts: collections.Counter = collections.Counter()
+    cat_counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for item, _ in rows:
+        topic_counts.update(item.topics)
+        for name, value in item.categorical:
+            if value:
+                cat_counts[name][value] += 1
+    stats = {
+        "vocab/items": _write_vocab(join(features.VOCAB_ITEMS), ((i.item_id, c) for i, c in rows)),
+        "vocab/topics": _write_vocab(join(features.VOCAB_TOPICS), topic_counts.items()),
+    }
+    for name, counter in sorted(cat_counts.items()):
+        path = join(features.VOCAB_CATEGORICAL.format(name=name))
+        stats[f"vocab/cat_{name}"] = _write_vocab(path, counter.items())
+    counted = sorted((i.item_id, c) for i, c in rows if c > 0)
+    write_text(join(features.ITEM_COUNTS), "".join(f"{i}\t{c}\n" for i, c in counted))
+    write_text(join(features.CORPUS), "".join(f"{i}\n" for i, _ in counted))
+    stats["corpus_items"] = len(counted)
+    stats["items_with_invalid_features"] = sum(not i.features_valid for i, _ in rows)
+    dims = {len(i.content) for i, _ in rows}
+    stats["content_dim"] = max(dims) if dims else 0
+    stats["categorical_columns"] = sorted({n for i, _ in rows for n, _ in i.categorical})
+    return stats
+
+
+class SumDict(beam.CombineFn):
+    """Merges `(key, number)` pairs into one dict of sums."""
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, acc, kv):
+        acc[kv[0]] += kv[1]
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = collections.Counter()
+        for acc in accs:
+            out.update(acc)
+        return out
+
+    def extract_output(self, acc):
+        return dict(sorted(acc.items()))
+
+
+def _balance(stats: dict, dead: dict) -> dict:
+    """Rows in = kept + dead letter, per input kind; exact or the run fails."""
+    result = {}
+    kept_key = {"events": "events_kept", "items": "items_kept", "follows": "follows_kept"}
+    for kind, kept in kept_key.items():
+        rows_in = stats.get(f"{kind}_rows_in", 0)
+        dead_n = sum(v for k, v in dead.items() if k.startswith(f"{kind}/"))
+        kept_n = stats.get(kept, 0)
+        result[kind] = {"in": rows_in, "kept": kept_n, "dead": dead_n, "ok": rows_in == kept_n + dead_n}
+    return result
+
+
+def _write_manifest(_, output_dir, cfg_dict, stats, dead, cutoff, tables, paths):
+    manifest = {
+        "schema_version": features.SCHEMA_VERSION,
+        "cutoff": cutoff,
+        "counts": stats,
+        "dead_letter": dead,
+        "balance": _balance(stats, dead),
+        "tables": tables,
+        "inputs": paths,
+        "outputs": {name: f"{name}-*{features.TFRECORD_SUFFIX}" for name in features.EXAMPLE_OUTPUTS},
+        "config": cfg_dict,
+    }
+    write_text(FileSystems.join(output_dir, features.MANIFEST), json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def source_inputs(cfg: MerConfig, raw_dir: str | None = None) -> dict:
+    """Resolves the input files and row mappers for the configured source."""
+    data = cfg.data
+    src = data.source
+    neg = tuple(data.negative_actions)
+    if src.format in ("generic", "synthetic"):
+        if src.format == "synthetic":
+            if not raw_dir:
+                raise ValueError("synthetic source: the generated raw directory is required")
+            events, items, follows = (FileSystems.join(raw_dir, p) for p in
+                                      ("events-*.csv", "items-*.csv", "follows-*.csv"))
+            vector_dim, categorical = data.synthetic.content_dim, ("format", "language")
+        else:
+            events, items, follows = src.events, src.items, src.follows
+            vector_dim, categorical = src.item_vector_dim, tuple(src.item_categorical_columns)
+        return {
+            "events": (expand_files(events, "data.source.events"),
+                       functools.partial(mappers.event_from_row, negative_actions=neg), None),
+            "items": (expand_files(items, "data.source.items"),
+                      functools.partial(
+                          mappers.item_from_row,
+                          vector_column=src.item_vector_column,
+                          vector_dim=vector_dim,
+                          numeric_columns=tuple(src.item_numeric_columns),
+                          categorical_columns=categorical,
+                      ), None),
+            "follows": (expand_files(follows, "data.source.follows", required=False) if follows else [],
+                        mappers.follow_from_row, None),
+        }
+    root = src.path
+    if not root:
+        raise ValueError(f"data.source.path: required for format {src.format!r} (the GroupLens directory)")
+    cut = data.negative_rating_max
+    if src.format == "ml-latest-small":
+        return {
+            "events": ([FileSystems.join(root, "ratings.csv")],
+                       functools.partial(movielens.latest_event, negative_rating_max=cut),
+                       movielens.ML_LATEST_FORMAT),
+            "items": ([FileSystems.join(root, "movies.csv")], movielens.latest_item,
+                      movielens.ML_LATEST_FORMAT),
+            "follows": ([], mappers.follow_from_row, None),
+        }
+    return {
+        "events": ([FileSystems.join(root, "u.data")],
+                   functools.partial(movielens.ml100k_event, negative_rating_max=cut),
+                   movielens.ML100K_DATA_FORMAT),
+        "items": ([FileSystems.join(root, "u.item")], movielens.ml100k_item,
+                  movielens.ML100K_ITEM_FORMAT),
+        "follows": ([], mappers.follow_from_row, None),
+    }
+
+
+def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw_dir: str | None = None):
+    """Adds the prepare stages to `pipeline`.
+
+    Args:
+      pipeline: a `beam.Pipeline` (any runner).
+      cfg: the resolved config.
+      output_dir: where artifacts go (any Beam filesystem URI).
+      raw_dir: for the synthetic source, where its generated files are.
+
+    Returns:
+      A PCollection holding the manifest dict (useful to tests).
+    """
+    data = cfg.data
+    inputs = source_inputs(cfg, raw_dir)
+    paths = {kind: spec[0] for kind, spec in inputs.items()}
+    read = {}
+    for kind, (kind_paths, mapper, fmt) in inputs.items():
+        if kind_paths:
+            read[kind] = read_records(pipeline, kind.capitalize(), kind_paths, kind, mapper, fmt)
+        else:
+            empty = pipeline | f"No{kind}" >> beam.Create([])
+            read[kind] = (empty, pipeline | f"No{kind}Dead" >> beam.Create([]),
+                          pipeline | f"No{kind}Stats" >> beam.Create([]))
+    events, events_dead, events_stats = read["events"]
+    items_raw, items_dead, items_stats = read["items"]
+    follows, follows_dead, follows_stats = read["follows"]
+
+    items = (
+        items_raw
+        | "KeyItem" >> beam.Map(lambda it: (it.item_id, it))
+        | "GroupItem" >> beam.GroupByKey()
+        | "FirstItem" >> beam.ParDo(FirstItem(paths["items"])).with_outputs(DEAD, main="items")
+    )
+    item_lookup = items.items | "ItemLookup" >> beam.Map(
+        lambda it: (it.item_id, (it.topics, it.features_valid))
+    )
+    known = events | "KnownItems" >> beam.ParDo(
+        KnownItems(paths["events"]), beam.pvalue.AsDict(item_lookup)
+    ).with_outputs(DEAD, main="events")
+
+    num_shards = data.num_shards
+    keyed_events = known.events | "ShardEvents" >> beam.Map(
+        lambda e, n: (stable_shard(e.user_id, n), e), num_shards
+    )
+    keyed_follows = follows | "ShardFollows" >> beam.Map(
+        lambda f, n: (stable_shard(f.user_id, n), f), num_shards
+    )
+    shards = (
+        {"events": keyed_events, "follows": keyed_follows}
+        | "GroupShards" >> beam.CoGroupByKey()
+        | "Dedup" >> beam.ParDo(DedupShard(paths["events"], paths["follows"])).with_outputs(
+            DEAD, STATS, TIMESTAMPS, main="users"
+        )
+    )
+    if data.split.mode == "timestamp":
+        cutoff = pipeline | "FixedCutoff" >> beam.Create([float(data.split.timestamp)])
+    else:
+        cutoff = shards[TIMESTAMPS] | "Cutoff" >> beam.CombineGlobally(QuantileFn(data.split.quantile))
+
+    written = shards.users | "WriteExamples" >> beam.ParDo(
+        WriteExampleShard(output_dir, num_shards, RecordOptions.from_data_config(data)),
+        beam.pvalue.AsSingleton(cutoff),
+        beam.pvalue.AsDict(item_lookup),
+    ).with_outputs(STATS, TRAIN_COUNTS, main="none")
+
+    train_counts = written[TRAIN_COUNTS] | "SumCounts" >> beam.CombinePerKey(sum)
+    item_rows = (
+        {"item": items.items | "KeyItems2" >> beam.Map(lambda it: (it.item_id, it)),
+         "count": train_counts}
+        | "JoinCounts" >> beam.CoGroupByKey()
+        | "ItemWithCount" >> beam.Map(_join_counts)
+    )
+    item_shards = max(1, num_shards // 4)
+    item_stats = (
+        item_rows
+        | "ShardItems" >> beam.Map(lambda r, n: (stable_shard(r[0].item_id, n), r), item_shards)
+        | "GroupItemShards" >> beam.GroupByKey()
+        | "WriteItems" >> beam.ParDo(WriteItemShard(output_dir, item_shards))
+        | "ItemStatKey" >> beam.Map(lambda kv: ("items_kept", kv[1]))
+    )
+    tables = (
+        item_rows
+        | "AllItems" >> beam.combiners.ToList()
+        | "WriteTables" >> beam.Map(_write_tables, output_dir)
+    )
+
+    dead = (events_dead, items_dead, follows_dead, items[DEAD], known[DEAD], shards[DEAD]) | "AllDead" >> beam.Flatten()
+    _ = (
+        dead
+        | "DeadJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
+        | "WriteDead" >> beam.io.WriteToText(
+            FileSystems.join(output_dir, features.DEAD_LETTER), file_name_suffix=".jsonl"
+        )
+    )
+    dead_counts = (
+        dead
+        | "DeadKey" >> beam.Map(lambda d: (f"{d['kind']}/{d['reason']}", 1))
+        | "DeadCounts" >> beam.CombineGlobally(SumDict())
+    )
+    stats = (
+        (events_stats, items_stats, follows_stats, shards[STATS], written[STATS], item_stats)
+        | "AllStats" >> beam.Flatten()
+        | "SumStats" >> beam.CombineGlobally(SumDict())
+    )
+    manifest = pipeline | "ManifestSeed" >> beam.Create([None]) | "WriteManifest" >> beam.Map(
+        _write_manifest,
+        output_dir,
+        config_to_dict(cfg),
+        beam.pvalue.AsSingleton(stats),
+        beam.pvalue.AsSingleton(dead_counts),
+        beam.pvalue.AsSingleton(cutoff),
+        beam.pvalue.AsSingleton(tables),
+        paths,
+    )
+    return manifest

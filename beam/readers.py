@@ -1,0 +1,181 @@
+"""File readers that keep the exact file and line of every row.
+
+Why a per-file DoFn instead of `ReadFromText`: a bad row must be reported
+with its file and line, and SPEC §6 orders same-second events by position in
+the input. A file is read start-to-end by one worker (logs arrive sharded, so
+parallelism comes from the number of files); I/O goes through
+`apache_beam.io.filesystems`, so `gs://`, `s3://` and `hdfs://` work unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from typing import Callable, Iterator
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam.records import BadRow, dead_letter
+
+DEAD = "dead"
+STATS = "stats"
+
+
+@dataclasses.dataclass(frozen=True)
+class TableFormat:
+    """How to split a file into rows.
+
+    Attributes:
+      kind: `delimited`, `jsonl` or `parquet`.
+      delimiter: field separator for `delimited`.
+      encoding: text encoding; undecodable lines are dead-lettered.
+      columns: fixed column names for header-less files; empty = first line
+        is the header.
+    """
+
+    kind: str = "delimited"
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    columns: tuple[str, ...] = ()
+
+
+def format_for_path(path: str) -> TableFormat:
+    """Generic-format files are recognised by extension (SPEC §4)."""
+    lower = path.lower()
+    for suffix in (".gz", ".bz2", ".zst", ".deflate"):
+        if lower.endswith(suffix):
+            lower = lower[: -len(suffix)]
+    if lower.endswith(".csv"):
+        return TableFormat("delimited", ",")
+    if lower.endswith(".tsv"):
+        return TableFormat("delimited", "\t")
+    if lower.endswith((".jsonl", ".json", ".ndjson")):
+        return TableFormat("jsonl")
+    if lower.endswith(".parquet"):
+        return TableFormat("parquet")
+    raise ValueError(
+        f"file {path!r}: unknown format; allowed extensions: .csv .tsv .jsonl .json .ndjson .parquet"
+        " (optionally compressed .gz/.bz2)"
+    )
+
+
+def expand_files(patterns: str, what: str, required: bool = True) -> list[str]:
+    """Expands comma-separated globs to a sorted file list at construction time.
+
+    Raises:
+      FileNotFoundError: a required input matched no file.
+    """
+    paths: list[str] = []
+    for pattern in (p.strip() for p in patterns.split(",")):
+        if not pattern:
+            continue
+        result = FileSystems.match([pattern])[0]
+        matched = sorted(m.path for m in result.metadata_list)
+        if not matched:
+            raise FileNotFoundError(f"{what}: pattern {pattern!r} matched no files")
+        paths.extend(matched)
+    if required and not paths:
+        raise FileNotFoundError(f"{what}: no input files given")
+    return sorted(set(paths))
+
+
+def iter_rows(path: str, fmt: TableFormat) -> Iterator[tuple[int, object, object]]:
+    """Yields `(line, row_dict_or_None, raw_or_error)` for every record.
+
+    Line numbers are 1-based physical lines (parquet: 1-based row index). A
+    row that cannot be split yields `(line, None, BadRow)`.
+    """
+    if fmt.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        with FileSystems.open(path) as handle:
+            table = pq.read_table(handle)
+        for index, row in enumerate(table.to_pylist(), start=1):
+            yield index, row, row
+        return
+    header = list(fmt.columns) or None
+    with FileSystems.open(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode(fmt.encoding)
+            except UnicodeDecodeError as err:
+                yield number, None, (raw, BadRow("bad_encoding", f"not {fmt.encoding}: {err}"))
+                continue
+            if fmt.kind == "jsonl":
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as err:
+                    yield number, None, (raw, BadRow("bad_json", str(err)))
+                    continue
+                if not isinstance(row, dict):
+                    yield number, None, (raw, BadRow("bad_json", "a line must be a JSON object"))
+                    continue
+                yield number, row, text
+                continue
+            fields = next(csv.reader([text], delimiter=fmt.delimiter))
+            if header is None:
+                header = [h.strip().lstrip("\ufeff") for h in fields]
+                continue
+            if len(fields) != len(header):
+                yield number, None, (
+                    raw,
+                    BadRow(
+                        "wrong_field_count",
+                        f"{len(fields)} fields, header has {len(header)} ({fmt.delimiter.join(header)})",
+                    ),
+                )
+                continue
+            yield number, dict(zip(header, fields)), text
+
+
+class ReadRecords(beam.DoFn):
+    """Reads `(file_index, path)` and emits parsed records, dead letters, stats.
+
+    Args:
+      kind: `events`, `items` or `follows`; names counters and dead letters.
+      mapper: `mapper(row_dict, file_index, line) -> record`, raising BadRow.
+      table_format: fixed format, or None to pick it from the file extension.
+    """
+
+    def __init__(self, kind: str, mapper: Callable, table_format: TableFormat | None = None):
+        self._kind = kind
+        self._mapper = mapper
+        self._format = table_format
+
+    def process(self, element):
+        file_index, path = element
+        fmt = self._format or format_for_path(path)
+        rows = 0
+        for line, row, raw in iter_rows(path, fmt):
+            rows += 1
+            if row is None:
+                raw_bytes, err = raw
+                yield beam.pvalue.TaggedOutput(
+                    DEAD, dead_letter(self._kind, path, line, err.reason, err.detail, raw_bytes)
+                )
+                continue
+            try:
+                yield self._mapper(row, file_index, line)
+            except BadRow as err:
+                yield beam.pvalue.TaggedOutput(
+                    DEAD, dead_letter(self._kind, path, line, err.reason, err.detail, raw)
+                )
+        yield beam.pvalue.TaggedOutput(STATS, (f"{self._kind}_rows_in", rows))
+        if rows == 0:
+            yield beam.pvalue.TaggedOutput(STATS, (f"{self._kind}_empty_files", 1))
+
+
+def read_records(pipeline, label: str, paths: list[str], kind: str, mapper, table_format=None):
+    """Applies `ReadRecords` to a file list; returns `(records, dead, stats)`."""
+    files = pipeline | f"{label}Files" >> beam.Create(list(enumerate(paths)))
+    # Reshuffle so several files are read in parallel, not fused into Create.
+    files = files | f"{label}Spread" >> beam.Reshuffle()
+    out = files | f"{label}Read" >> beam.ParDo(
+        ReadRecords(kind, mapper, table_format)
+    ).with_outputs(DEAD, STATS, main="records")
+    return out.records, out[DEAD], out[STATS]

@@ -1,0 +1,69 @@
+"""Thin runners: pipeline options + the synthetic and prepare pipelines.
+
+Any standard Beam option passes through (`--runner=DataflowRunner
+--project=... --region=... --temp_location=gs://... --setup_file=./setup.py`,
+or `--runner=FlinkRunner` / `SparkRunner`). Without `--runner` the local
+default is DirectRunner in multi-process mode with one worker per core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam import prepare, synthetic
+from beam.shard_writer import write_text
+from trainer import features
+from trainer.config import MerConfig, dump_config
+
+
+def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:
+    """Standard Beam options; local multi-process DirectRunner by default."""
+    args = list(beam_args or [])
+    if not any(a.startswith("--runner") for a in args):
+        args += ["--runner=DirectRunner", "--direct_running_mode=multi_processing"]
+        if not any(a.startswith("--direct_num_workers") for a in args):
+            args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+    return PipelineOptions(args)
+
+
+def generate_synthetic(cfg: MerConfig, raw_dir: str, beam_args: list[str] | None = None) -> float:
+    """Writes the synthetic world's raw files; returns seconds taken."""
+    start = time.perf_counter()
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        synthetic.build_pipeline(p, cfg.data.synthetic, raw_dir)
+    synthetic.write_world_summary(cfg.data.synthetic, raw_dir)
+    return time.perf_counter() - start
+
+
+def run_prepare(cfg: MerConfig, output_dir: str, beam_args: list[str] | None = None,
+                raw_dir: str | None = None) -> dict:
+    """Runs the prepare pipeline (generating the synthetic world first if needed).
+
+    Returns:
+      The manifest dict.
+
+    Raises:
+      RuntimeError: rows in != kept + dead letter for some input (a bug).
+    """
+    if cfg.data.source.format == "synthetic" and raw_dir is None:
+        raw_dir = FileSystems.join(output_dir, "raw")
+        generate_synthetic(cfg, raw_dir, beam_args)
+    write_text(FileSystems.join(output_dir, features.RESOLVED_CONFIG), dump_config(cfg))
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        prepare.build_pipeline(p, cfg, output_dir, raw_dir)
+    manifest = read_manifest(output_dir)
+    broken = {k: v for k, v in manifest["balance"].items() if not v["ok"]}
+    if broken:
+        raise RuntimeError(f"prepare: rows in != kept + dead letter: {broken}")
+    return manifest
+
+
+def read_manifest(output_dir: str) -> dict:
+    with FileSystems.open(FileSystems.join(output_dir, features.MANIFEST)) as handle:
+        return json.loads(handle.read().decode("utf-8"))

@@ -1,0 +1,1 @@
+"""The `mer` command line."""

@@ -1,0 +1,61 @@
+"""`mer <stage>`: one command per pipeline stage.
+
+Flags are parsed only here; every stage is a pure factory underneath.
+Arguments after `--` (or unknown `--flags`) go to Apache Beam as pipeline
+options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+STAGES = ("prepare", "train", "evaluate", "export", "serve", "demo")
+NOT_YET = {
+    "train": "issue 4 (training job)",
+    "evaluate": "issue 4 (evaluation)",
+    "export": "the export issue (SPEC §2.4)",
+    "serve": "the serving issue (SPEC §2.5)",
+    "demo": "the one-command demo issue (SPEC §2.4-2.5)",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+    prep = sub.add_parser("prepare", help="Beam: raw logs -> TFRecords, item table, vocabularies")
+    prep.add_argument("--config", default="synthetic-small", help="preset name or YAML path")
+    prep.add_argument("--output_dir", required=True, help="artifact directory (local or gs://...)")
+    prep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="config override, e.g. data.history_length=20 (repeatable)")
+    for stage in STAGES[1:]:
+        sub.add_parser(stage, help=f"not available yet: {NOT_YET[stage]}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    beam_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, beam_args = argv[:cut], argv[cut + 1 :]
+    args, unknown = _parser().parse_known_args(argv)
+    if args.stage in NOT_YET:
+        print(f"mer {args.stage}: this stage does not exist yet; it arrives with {NOT_YET[args.stage]}.",
+              file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    from beam.run import run_prepare
+    from trainer.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    manifest = run_prepare(cfg, args.output_dir, beam_args + unknown)
+    summary = {k: manifest["counts"].get(f"examples/{k}", 0) for k in
+               ("train/implicit", "train/explicit", "eval/implicit", "eval/explicit")}
+    print(json.dumps({"output_dir": args.output_dir, "cutoff": manifest["cutoff"],
+                      "examples": summary, "dead_letter": manifest["dead_letter"],
+                      "balance": manifest["balance"]}, indent=2))
+    return 0

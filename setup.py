@@ -1,0 +1,29 @@
+"""BUILD-free install of the `mer` multi-embedding retrieval framework."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "tensorflow==2.20.*",
+    "tf-keras==2.20.*",
+    "tensorflow-recommenders==0.7.7",
+    "tensorflow-serving-api==2.20.*",
+    "tensorflow-hub==0.16.1",
+    "scann==1.4.2",
+    "apache-beam==2.77.*",
+    "google-crc32c",
+    "grpcio",
+    "numpy",
+    "pyarrow",
+    "pyyaml",
+]
+
+setup(
+    name="mer",
+    version="0.1.0",
+    description="Multi-embedding retrieval (implicit DCM + explicit CR) on TensorFlow, Beam and TF Serving.",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["trainer*", "serving*", "beam*", "export*", "mer*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest", "pytest-timeout"]},
+    entry_points={"console_scripts": ["mer=mer.cli:main"]},
+)

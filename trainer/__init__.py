@@ -1,0 +1,10 @@
+"""The model stage of `mer`, and the shared contract (features, config).
+
+`tensorflow-recommenders` needs Keras 2, so the legacy-Keras switch is set
+here, before TensorFlow is first imported. Every stage imports
+`trainer.features`, so this is the one place the switch lives.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
