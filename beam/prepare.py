@@ -372,7 +372,8 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
       raw_dir: for the synthetic source, where its generated files are.
 
     Returns:
-      A PCollection holding the manifest dict (useful to tests).
+      dict of PCollections: `manifest` (one dict), `dead` (dead-letter
+      dicts), `cutoff` (one float or None); useful to tests.
     """
     data = cfg.data
     inputs = source_inputs(cfg, raw_dir)
@@ -476,4 +477,4 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
         beam.pvalue.AsSingleton(tables),
         paths,
     )
-    return manifest
+    return {"manifest": manifest, "dead": dead, "cutoff": cutoff}

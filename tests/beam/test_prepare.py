@@ -1,0 +1,176 @@
+"""Prepare pipeline on a handful of generic rows, bad ones included.
+
+Split at T = 300: train = timestamp < 300.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam import prepare
+from mer_testing import decode, read_examples
+from trainer.config import load_config
+
+ITEMS = (
+    "item_id,topics,content,format\n"
+    "a,t1|t2,0.1 0.2,img\n"
+    "b,t2,0.3 0.4,vid\n"
+    "c,t3,,img\n"  # missing content: a valid row, an invalid item
+    "d,t1,0.5 x,img\n"  # line 5: bad_number
+    "b,t9,0.1 0.1,img\n"  # line 6: duplicate_item
+    ",t1,0.1 0.2,img\n"  # line 7: missing_field
+)
+EVENTS_CSV = (
+    b"user_id,item_id,timestamp,action,source_topic\r\n"
+    b"u1,a,100,click,\r\n"
+    b"u1,b,200,click,t2\r\n"
+    b"u1,c,250,hide,\r\n"
+    b"u1,a,260,click,\r\n"  # line 5: duplicate_user_item (a at 100 kept)
+    b"u1,b,400,click,t2\r\n"  # line 6: duplicate_user_item
+    b"u1,c,500,click,t3\r\n"  # line 7: duplicate_user_item
+    b"u2,zz,150,click,\r\n"  # line 8: unknown_item
+    b"u3,a,notatime,click,\r\n"  # line 9: bad_timestamp
+    b",a,100,click,\r\n"  # line 10: missing_field
+    b"u4,a,100\r\n"  # line 11: wrong_field_count
+    b"u5,\xff\xfe,100,click,\r\n"  # line 12: bad_encoding
+)
+EVENTS_JSONL = (
+    '{"user_id": "u2", "item_id": "b", "timestamp": "1970-01-01T00:02:00Z"}\n'
+    '{"user_id": "u2", "item_id": "a", "timestamp": 130, "action": "click"}\n'
+    '{"user_id": "u2", "item_id": "c", "timestamp": 310, "source_topic": "t3"}\n'
+    '{"user_id": "u2", "item_id": "a", "timestamp": 130, "action": "click"}\n'  # exact duplicate row
+    "{not json\n"  # line 5: bad_json
+    "[1, 2]\n"  # line 6: bad_json
+    '{"user_id": "u3", "item_id": "c", "timestamp": 50, "action": "click"}\n'
+    '{"user_id": "u3", "item_id": "b", "timestamp": 60}\n'
+)
+FOLLOWS = "user_id,topic\nu1,t1\nu1,t1\nu2,t3\n"  # line 3: duplicate_follow
+
+
+@pytest.fixture
+def generic_input(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "items.csv").write_text(ITEMS)
+    (raw / "events-a.csv").write_bytes(EVENTS_CSV)
+    (raw / "events-b.jsonl").write_text(EVENTS_JSONL)
+    (raw / "events-c.csv").write_bytes(b"")  # empty file
+    (raw / "follows.csv").write_text(FOLLOWS)
+    cfg = load_config(
+        None,
+        [
+            f"data.source.format=generic",
+            f"data.source.events={raw}/events-*",
+            f"data.source.items={raw}/items.csv",
+            f"data.source.follows={raw}/follows.csv",
+            "data.source.item_vector_dim=2",
+            "data.source.item_categorical_columns=[format]",
+            "data.split.mode=timestamp",
+            "data.split.timestamp=300",
+            "data.num_shards=3",
+        ],
+    )
+    return cfg, raw, tmp_path / "out"
+
+
+def _dead_key(d):
+    return (d["kind"], d["file"].rsplit("/", 1)[-1], d["line"], d["reason"])
+
+
+def test_bad_rows_go_to_dead_letter_with_file_line_reason(generic_input):
+    cfg, raw, out = generic_input
+    with TestPipeline() as p:
+        outputs = prepare.build_pipeline(p, cfg, str(out))
+        assert_that(
+            outputs["dead"] | "Key" >> __import__("apache_beam").Map(_dead_key),
+            equal_to(
+                [
+                    ("items", "items.csv", 5, "bad_number"),
+                    ("items", "items.csv", 6, "duplicate_item"),
+                    ("items", "items.csv", 7, "missing_field"),
+                    ("events", "events-a.csv", 5, "duplicate_user_item"),
+                    ("events", "events-a.csv", 6, "duplicate_user_item"),
+                    ("events", "events-a.csv", 7, "duplicate_user_item"),
+                    ("events", "events-a.csv", 8, "unknown_item"),
+                    ("events", "events-a.csv", 9, "bad_timestamp"),
+                    ("events", "events-a.csv", 10, "missing_field"),
+                    ("events", "events-a.csv", 11, "wrong_field_count"),
+                    ("events", "events-a.csv", 12, "bad_encoding"),
+                    ("events", "events-b.jsonl", 4, "duplicate_user_item"),
+                    ("events", "events-b.jsonl", 5, "bad_json"),
+                    ("events", "events-b.jsonl", 6, "bad_json"),
+                    ("follows", "follows.csv", 3, "duplicate_follow"),
+                ]
+            ),
+        )
+    manifest = json.loads((out / "manifest.json").read_text())
+    # Counts in = counts out + dead letter, exactly.
+    assert manifest["balance"] == {
+        "events": {"in": 19, "kept": 8, "dead": 11, "ok": True},
+        "items": {"in": 6, "kept": 3, "dead": 3, "ok": True},
+        "follows": {"in": 3, "kept": 2, "dead": 1, "ok": True},
+    }
+    assert manifest["counts"]["events_empty_files"] == 1
+    dead_files = list((out / "dead_letter").glob("dead-*.jsonl"))
+    dead_rows = [json.loads(line) for f in dead_files for line in f.read_text().splitlines()]
+    assert len(dead_rows) == 15
+    bad_ts = next(d for d in dead_rows if d["reason"] == "bad_timestamp")
+    assert "notatime" in bad_ts["detail"] and "ISO-8601" in bad_ts["detail"]
+    assert bad_ts["raw"] == "u3,a,notatime,click,"
+
+
+def test_examples_split_history_and_validity(generic_input):
+    cfg, raw, out = generic_input
+    with TestPipeline() as p:
+        prepare.build_pipeline(p, cfg, str(out))
+    # u1 kept: a@100, b@200, c@250(hide). u2 kept: b@120, a@130, c@310.
+    # u3 kept: c@50, b@60.
+    train = read_examples(f"{out}/train/implicit-*")
+    evals = read_examples(f"{out}/eval/implicit-*")
+    got_train = sorted((r["user_id"].decode(), r["target_item_id"].decode()) for r in train)
+    assert got_train == [("u1", "b"), ("u1", "c"), ("u2", "a"), ("u3", "b")]
+    u1c = next(r for r in train if r["target_item_id"] == b"c")
+    assert decode(u1c["history_item_ids"]) == ["a", "b"]
+    assert u1c["target_negative"] == 1
+    assert list(u1c["history_valid"]) == [1, 1]
+    assert decode(u1c["followed_topics"]) == ["t1"]
+    (u2c,) = evals
+    # Eval history holds every earlier event; c (missing content) is the target.
+    assert decode(u2c["history_item_ids"]) == ["b", "a"]
+    explicit = read_examples(f"{out}/train/explicit-*")
+    assert [(r["target_item_id"], r["condition_topic"]) for r in explicit] == [(b"b", b"t2")]
+    (eval_explicit,) = read_examples(f"{out}/eval/explicit-*")
+    assert eval_explicit["condition_topic"] == b"t3"
+    assert (out / "corpus" / "corpus.txt").read_text().split() == ["a", "b", "c"]
+    # Most engaged first, ties by id.
+    assert (out / "vocab" / "items.txt").read_text().split() == ["b", "a", "c"]
+    counts = dict(line.split("\t") for line in (out / "items" / "train_counts.tsv").read_text().splitlines())
+    assert counts == {"a": "2", "b": "3", "c": "2"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["cutoff"] == 300.0
+    assert manifest["tables"]["items_with_invalid_features"] == 1
+
+
+def test_history_validity_marks_missing_features_and_negative_actions(generic_input):
+    cfg, raw, out = generic_input
+    cfg.data.split.timestamp = 1000  # everything is training
+    with TestPipeline() as p:
+        prepare.build_pipeline(p, cfg, str(out))
+    train = {(r["user_id"], r["target_item_id"]): r for r in read_examples(f"{out}/train/implicit-*")}
+    # c has missing features: invalid although the action (click) is positive.
+    u3b = train[(b"u3", b"b")]
+    assert decode(u3b["history_item_ids"]) == ["c"]
+    assert list(u3b["history_valid"]) == [0] and list(u3b["history_negative"]) == [0]
+    # u1's c was a hide: the target is flagged negative.
+    assert train[(b"u1", b"c")]["target_negative"] == 1
+
+
+def test_missing_required_input_is_a_clear_error(tmp_path):
+    cfg = load_config(None, ["data.source.format=generic", f"data.source.events={tmp_path}/nope-*.csv",
+                             f"data.source.items={tmp_path}/items.csv"])
+    with pytest.raises(FileNotFoundError, match="data.source.events: pattern .*nope-\\*.csv.* matched no files"):
+        prepare.source_inputs(cfg)

@@ -1,0 +1,43 @@
+"""Shared test helpers: the GroupLens data location, TFRecord reading."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DATA_DIR = pathlib.Path(os.environ.get("MER_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def movielens_dir(name: str) -> pathlib.Path:
+    """The raw GroupLens directory, or skip with the reason."""
+    path = DATA_DIR / name
+    if not path.is_dir():
+        pytest.skip(f"GroupLens {name} not found at {path} (set MER_DATA_DIR to its parent)")
+    return path
+
+
+def read_examples(pattern: str) -> list[dict]:
+    """Parses every record of the matching TFRecord shards with the contract's spec."""
+    import tensorflow as tf
+
+    from trainer import features
+
+    files = sorted(glob.glob(pattern))
+    assert files, f"no files match {pattern}"
+    spec = features.example_feature_spec()
+    rows = []
+    for raw in tf.data.TFRecordDataset(files):
+        parsed = tf.io.parse_single_example(raw, spec)
+        rows.append({k: v.numpy() for k, v in parsed.items()})
+    return rows
+
+
+def decode(values) -> list[str]:
+    return [v.decode() for v in np.asarray(values).tolist()]
