@@ -66,14 +66,19 @@ class FirstItem(beam.DoFn):
 
 
 class KnownItems(beam.DoFn):
-    """Routes events whose item is not in the item table to the dead letter."""
+    """Keys events by user shard; events with an unknown item go to the dead letter.
 
-    def __init__(self, paths: list[str]):
+    Events cross the shuffle as plain tuples: Beam's fast primitive coder
+    handles them natively, where NamedTuples would fall back to pickle.
+    """
+
+    def __init__(self, paths: list[str], num_shards: int):
         self._paths = paths
+        self._num_shards = num_shards
 
     def process(self, event: Event, items):
         if event.item_id in items:
-            yield event
+            yield stable_shard(event.user_id, self._num_shards), tuple(event)
         else:
             yield beam.pvalue.TaggedOutput(
                 DEAD,
@@ -98,7 +103,8 @@ class DedupShard(beam.DoFn):
     def process(self, element):
         shard, grouped = element
         by_user: dict[str, list] = collections.defaultdict(list)
-        for event in grouped["events"]:
+        for fields in grouped["events"]:
+            event = Event(*fields)
             by_user[event.user_id].append(event)
         follows_by_user: dict[str, list] = collections.defaultdict(list)
         for follow in sorted(grouped["follows"], key=lambda f: (f.file_index, f.line)):
@@ -399,14 +405,11 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
     item_lookup = items.items | "ItemLookup" >> beam.Map(
         lambda it: (it.item_id, (it.topics, it.features_valid))
     )
-    known = events | "KnownItems" >> beam.ParDo(
-        KnownItems(paths["events"]), beam.pvalue.AsDict(item_lookup)
-    ).with_outputs(DEAD, main="events")
-
     num_shards = data.num_shards
-    keyed_events = known.events | "ShardEvents" >> beam.Map(
-        lambda e, n: (stable_shard(e.user_id, n), e), num_shards
-    )
+    known = events | "KnownItems" >> beam.ParDo(
+        KnownItems(paths["events"], num_shards), beam.pvalue.AsDict(item_lookup)
+    ).with_outputs(DEAD, main="events")
+    keyed_events = known.events
     keyed_follows = follows | "ShardFollows" >> beam.Map(
         lambda f, n: (stable_shard(f.user_id, n), f), num_shards
     )

@@ -102,7 +102,7 @@ def build_user_records(
     follows = list(follows)
     out: dict = {name: [] for name in features.EXAMPLE_OUTPUTS}
     counts = {"train_events": 0, "eval_events": 0, "events_below_min_history": 0}
-    hist_ids = [e.item_id for e in events]
+    pieces = [features.bytes_piece(e.item_id) for e in events]
     hist_neg = [int(e.negative) for e in events]
     hist_valid = features.history_validity(hist_neg, [items[e.item_id][1] for e in events])
     train_items = []
@@ -128,7 +128,7 @@ def build_user_records(
             target_item_id=event.item_id,
             target_timestamp=event.timestamp,
             target_negative=event.negative,
-            history_item_ids=hist_ids[start:position],
+            history_item_ids=b"".join(pieces[start:position]),
             history_negative=hist_neg[start:position],
             history_valid=hist_valid[start:position],
             followed_topics=follows,

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 
-STAGES = ("prepare", "train", "evaluate", "export", "serve", "demo")
+STAGES = ("synthesize", "prepare", "train", "evaluate", "export", "serve", "demo")
 NOT_YET = {
     "train": "issue 4 (training job)",
     "evaluate": "issue 4 (evaluation)",
@@ -25,12 +25,16 @@ NOT_YET = {
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="stage", required=True)
+    synth = sub.add_parser("synthesize", help="Beam: write the synthetic world's raw files")
     prep = sub.add_parser("prepare", help="Beam: raw logs -> TFRecords, item table, vocabularies")
-    prep.add_argument("--config", default="synthetic-small", help="preset name or YAML path")
-    prep.add_argument("--output_dir", required=True, help="artifact directory (local or gs://...)")
-    prep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="config override, e.g. data.history_length=20 (repeatable)")
-    for stage in STAGES[1:]:
+    for command in (synth, prep):
+        command.add_argument("--config", default="synthetic-small", help="preset name or YAML path")
+        command.add_argument("--output_dir", required=True, help="artifact directory (local or gs://...)")
+        command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                             help="config override, e.g. data.history_length=20 (repeatable)")
+    prep.add_argument("--raw_dir", default=None,
+                      help="synthetic source: use already generated raw files instead of generating")
+    for stage in STAGES[2:]:
         sub.add_parser(stage, help=f"not available yet: {NOT_YET[stage]}")
     return parser
 
@@ -48,11 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    from beam.run import run_prepare
+    from beam.run import generate_synthetic, run_prepare
     from trainer.config import load_config
 
     cfg = load_config(args.config, args.set)
-    manifest = run_prepare(cfg, args.output_dir, beam_args + unknown)
+    if args.stage == "synthesize":
+        seconds = generate_synthetic(cfg, args.output_dir, beam_args + unknown)
+        print(json.dumps({"raw_dir": args.output_dir, "seconds": round(seconds, 1)}))
+        return 0
+    manifest = run_prepare(cfg, args.output_dir, beam_args + unknown, raw_dir=args.raw_dir)
     summary = {k: manifest["counts"].get(f"examples/{k}", 0) for k in
                ("train/implicit", "train/explicit", "eval/implicit", "eval/explicit")}
     print(json.dumps({"output_dir": args.output_dir, "cutoff": manifest["cutoff"],
