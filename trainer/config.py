@@ -102,17 +102,94 @@ class DataConfig:
 
 
 @dataclasses.dataclass
+class DhenConfig:
+    """DHEN feature crossing (paper appendix A); defaults are the CPU preset.
+
+    Hierarchy 1 = Transformer encoder || MLP; hierarchy 2 = parallel MaskNet
+    || MLP; the parallel outputs of each hierarchy are summed.
+    """
+
+    field_dim: int = 32
+    transformer_layers: int = 1
+    transformer_heads: int = 2
+    transformer_ff_dim: int = 64
+    mlp1_hidden: int = 128
+    masknet_blocks: int = 2
+    masknet_hidden: int = 32
+    masknet_projection_ratio: float = 0.5
+    mlp2_hidden: int = 128
+    output_dim: int = 64
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The two-tower model and its implicit/explicit interest modules.
+
+    Attributes:
+      kind: `single` (one embedding), `dcm`, `mind`, `sa` (ComiRec-SA),
+        `tokens` (interest tokens, MVKE without gating), `pfs`
+        (PinnerFormer-subsequence concepts) or `cr` (Conditional Retrieval).
+      num_interests: K_im.
+      num_explicit: K_ex, followed topics per user at serving.
+      routing_iterations: capsule routing steps (DCM, MIND).
+      init: `va_fpi`, `fpi` (no validity) or `gaussian` (MIND).
+      single_assignment: SAR (eq. 7) on/off.
+      validity_filter: drop invalid items from initialisation and routing.
+      association: `argmax` (eq. 8) or `gumbel` (straight-through).
+    """
+
+    kind: str = "dcm"
+    embedding_dim: int = 32
+    item_id_dim: int = 32
+    topic_dim: int = 16
+    categorical_dim: int = 8
+    summarizer_hidden: int = 64
+    item_dim: int = 32
+    num_interests: int = 7
+    num_explicit: int = 5
+    routing_iterations: int = 3
+    init: str = "va_fpi"
+    single_assignment: bool = True
+    validity_filter: bool = True
+    association: str = "argmax"
+    gumbel_temperature: float = 1.0
+    attention_dim: int = 32
+    pfs_concepts: int = 32
+    temperature: float = 0.05
+    frequency_buckets: int = 1 << 20
+    frequency_alpha: float = 0.01
+    max_item_topics: int = 3
+    dhen: DhenConfig = dataclasses.field(default_factory=DhenConfig)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation settings."""
+
+    batch_size: int = 256
+    learning_rate: float = 0.003
+    epochs: int = 1
+    steps_per_epoch: int = 0
+    seed: int = 0
+
+
+@dataclasses.dataclass
 class MerConfig:
     """The whole resolved configuration."""
 
     name: str = "default"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
 
 _CHOICES = {
     ("data", "source", "format"): ("synthetic", "generic", "ml-latest-small", "ml-100k"),
     ("data", "split", "mode"): ("quantile", "timestamp"),
     ("data", "explicit_association"): ("source", "item"),
+    ("model", "kind"): ("single", "dcm", "mind", "sa", "tokens", "pfs", "cr"),
+    ("model", "init"): ("va_fpi", "fpi", "gaussian"),
+    ("model", "association"): ("argmax", "gumbel"),
 }
 
 

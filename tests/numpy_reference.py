@@ -1,0 +1,65 @@
+"""NumPy references for the model's numerics (paper eq. 1-3, 5-9)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def squash(v):
+    sq = (v**2).sum(-1, keepdims=True)
+    return sq / (1 + sq) * v / np.sqrt(sq + 1e-9)
+
+
+def farthest_point_init(points, eligible, k, first):
+    """Eq. 5-6 for one user: `points [L, d]`, `eligible [L]` -> (centroids [k, d], mask [k])."""
+    unit = points / np.linalg.norm(points, axis=1, keepdims=True)
+    centroids, mask, chosen = [], [], []
+    if eligible.any():
+        chosen.append(first)
+    for j in range(k):
+        if j == 0:
+            if not eligible.any():
+                centroids.append(np.zeros(points.shape[1]))
+                mask.append(False)
+                continue
+            centroids.append(points[first])
+            mask.append(True)
+            continue
+        candidates = [i for i in range(len(points)) if eligible[i] and i not in chosen]
+        if not candidates:
+            centroids.append(np.zeros(points.shape[1]))
+            mask.append(False)
+            continue
+        best = min(candidates, key=lambda i: max(unit[i] @ unit[c] for c in chosen))
+        chosen.append(best)
+        centroids.append(points[best])
+        mask.append(True)
+    return np.stack(centroids), np.array(mask)
+
+
+def routing(points, capsules, cmask, routed, iterations, single_assignment):
+    """Eq. 1-2 (soft) or eq. 7 (SAR) for one user; returns (capsules, b [L, k])."""
+    b = np.zeros((len(points), len(capsules)))
+    for _ in range(iterations):
+        logits = points @ capsules.T  # [L, k]
+        logits = np.where(cmask[None, :], logits, -1e9)
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        b = e / e.sum(1, keepdims=True)
+        if single_assignment:
+            b = b * (logits == logits.max(1, keepdims=True))
+        b = b * routed[:, None]
+        capsules = squash(b.T @ points)
+    return capsules * cmask[:, None], b
+
+
+def sampled_softmax_logq(query, candidates, probability, temperature=1.0):
+    """Eq. 9 logits for in-batch negatives: s_ij / T - log p_j."""
+    return query @ candidates.T / temperature - np.log(probability)[None, :]
+
+
+def hit_rate(user_embeddings, corpus, target, exclude, k):
+    """SPEC §6.5 for one record: rank = 1 + #corpus items scoring strictly higher."""
+    scores = (user_embeddings @ corpus.T).max(0)
+    target_score = scores[target]
+    higher = [i for i in range(len(corpus)) if scores[i] > target_score and i not in exclude]
+    return float(1 + len(higher) <= k)

@@ -1,0 +1,37 @@
+"""Collapse diagnostics for multi-embedding user towers (paper §3.2.4)."""
+
+from trainer.layers._keras import tf
+
+
+def mean_pairwise_cosine(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Mean cosine between a user's unmasked embeddings, over users with >= 2.
+
+    Close to 1 = the embeddings collapsed into one.
+
+    Args: embeddings `[B, K, d]`, mask `[B, K]` bool. Returns: scalar.
+    """
+    unit = tf.math.l2_normalize(embeddings, axis=-1)
+    cos = tf.einsum("bkd,bjd->bkj", unit, unit)
+    m = tf.cast(mask, cos.dtype)
+    pair = m[:, :, None] * m[:, None, :] * (1.0 - tf.eye(tf.shape(cos)[1]))
+    per_user_pairs = tf.reduce_sum(pair, axis=[1, 2])
+    per_user = tf.reduce_sum(cos * pair, axis=[1, 2]) / tf.maximum(per_user_pairs, 1.0)
+    users = tf.cast(per_user_pairs > 0, cos.dtype)
+    return tf.reduce_sum(per_user * users) / tf.maximum(tf.reduce_sum(users), 1.0)
+
+
+def routing_entropy(importance: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Mean entropy (nats) of the normalised routing mass sum_i b_ij per user.
+
+    Low = one cluster takes all items.
+    """
+    m = tf.cast(mask, importance.dtype)
+    mass = importance * m
+    p = mass / tf.maximum(tf.reduce_sum(mass, axis=1, keepdims=True), 1e-9)
+    ent = -tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-12)), 0.0), axis=1)
+    return tf.reduce_mean(ent)
+
+
+def masked_fraction(mask: tf.Tensor) -> tf.Tensor:
+    """Share of user embeddings that are masked (not enough valid items)."""
+    return 1.0 - tf.reduce_mean(tf.cast(mask, tf.float32))

@@ -1,0 +1,96 @@
+"""Loads the prepare stage's item table and vocabularies into arrays.
+
+The trainer reads the *artifacts* of `beam/` (files), never its code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+
+from trainer import features
+
+
+@dataclasses.dataclass
+class ItemTable:
+    """Row 0 is the unknown/padding item; row i+1 is `ids[i]`.
+
+    Attributes:
+      ids: item ids in vocabulary order (most engaged first).
+      content: `[N+1, d]` float32 content vectors (d may be 0).
+      topic_ids: `[N+1, T]` int32 topic ids (0 = none; topic i+1 = topics[i]).
+      categorical_ids: `[N+1, C]` int32 global categorical ids (0 = missing).
+      valid: `[N+1]` int32 feature validity.
+      train_count: `[N+1]` int64 training engagements.
+      topics: topic vocabulary.
+      categorical_columns: column names; `categorical_sizes` their vocab sizes.
+    """
+
+    ids: list[str]
+    content: np.ndarray
+    topic_ids: np.ndarray
+    categorical_ids: np.ndarray
+    valid: np.ndarray
+    train_count: np.ndarray
+    topics: list[str]
+    categorical_columns: list[str]
+    categorical_sizes: list[int]
+
+    @property
+    def num_categorical_values(self) -> int:
+        return 1 + sum(self.categorical_sizes)
+
+    def item_topics(self, index: int) -> list[str]:
+        return [self.topics[t - 1] for t in self.topic_ids[index] if t > 0]
+
+
+def _lines(path: str) -> list[str]:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path) as handle:
+        return [line.rstrip("\n") for line in handle if line.strip()]
+
+
+def load_item_table(prepared_dir: str, max_topics: int = 3) -> ItemTable:
+    """Reads `items/items-*.tfrecord` and the vocabularies under `prepared_dir`."""
+    import tensorflow as tf
+
+    join = lambda p: f"{prepared_dir.rstrip('/')}/{p}"  # noqa: E731
+    manifest = json.loads(tf.io.gfile.GFile(join(features.MANIFEST)).read())
+    columns = list(manifest["tables"]["categorical_columns"])
+    content_dim = int(manifest["tables"]["content_dim"])
+    ids = _lines(join(features.VOCAB_ITEMS))
+    topics = _lines(join(features.VOCAB_TOPICS))
+    topic_index = {t: i + 1 for i, t in enumerate(topics)}
+    cat_index, sizes, offset = [], [], 1
+    for name in columns:
+        vocab = _lines(join(features.VOCAB_CATEGORICAL.format(name=name)))
+        cat_index.append({v: offset + i for i, v in enumerate(vocab)})
+        sizes.append(len(vocab))
+        offset += len(vocab)
+    row = {item: i + 1 for i, item in enumerate(ids)}
+    n = len(ids) + 1
+    content = np.zeros((n, content_dim), np.float32)
+    topic_ids = np.zeros((n, max_topics), np.int32)
+    cat_ids = np.zeros((n, len(columns)), np.int32)
+    valid = np.zeros(n, np.int32)
+    counts = np.zeros(n, np.int64)
+    spec = features.item_feature_spec(content_dim, columns)
+    files = tf.io.gfile.glob(join(f"{features.ITEM_TABLE}-*{features.TFRECORD_SUFFIX}"))
+    for batch in tf.data.TFRecordDataset(sorted(files)).batch(4096).map(
+            lambda x: tf.io.parse_example(x, spec)):
+        for j, item in enumerate(batch[features.ITEM_ID].numpy()):
+            r = row[item.decode()]
+            vec = batch[features.ITEM_CONTENT][j].numpy()
+            if content_dim and len(vec):
+                content[r] = vec
+            item_topics = [topic_index[t.decode()] for t in batch[features.ITEM_TOPICS][j].numpy()]
+            topic_ids[r, : min(max_topics, len(item_topics))] = item_topics[:max_topics]
+            for c, name in enumerate(columns):
+                value = batch[features.categorical_key(name)][j].numpy().decode()
+                cat_ids[r, c] = cat_index[c].get(value, 0)
+            valid[r] = int(batch[features.ITEM_FEATURES_VALID][j].numpy())
+            counts[r] = int(batch[features.ITEM_TRAIN_COUNT][j].numpy())
+    return ItemTable(ids, content, topic_ids, cat_ids, valid, counts, topics, columns, sizes)

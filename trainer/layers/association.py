@@ -1,0 +1,46 @@
+"""Condition association: which user embedding a target item trains (eq. 8)."""
+
+from trainer.layers._keras import NEG_INF, keras, register, tf
+
+
+@register
+class InterestAssociation(keras.layers.Layer):
+    """Selects one user embedding per example.
+
+    `argmax` (eq. 8): j* = argmax_j o_u^j . o_y over unmasked embeddings; only
+    the selected embedding gets gradients ("winner takes all").
+    `gumbel`: straight-through Gumbel-Softmax during training: the forward
+    pass is the hard one-hot of argmax(scores + g), the backward pass uses
+    the soft distribution, so every embedding gets gradients. Inference is
+    the plain argmax for both.
+
+    Call args: `embeddings [B, K, d]`, `mask [B, K]` bool, `target [B, d]`.
+    Returns: dict `selected [B, d]`, `index [B]` int32.
+    """
+
+    def __init__(self, mode="argmax", temperature=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("argmax", "gumbel"):
+            raise ValueError(f"mode={mode!r}; allowed: argmax, gumbel")
+        self.mode = mode
+        self.temperature = temperature
+
+    def call(self, inputs, training=None):
+        emb, mask, target = inputs["embeddings"], inputs["mask"], inputs["target"]
+        scores = tf.einsum("bkd,bd->bk", emb, target)
+        scores = tf.where(mask, scores, NEG_INF)
+        k = tf.shape(emb)[1]
+        if self.mode == "gumbel" and training:
+            uniform = tf.random.uniform(tf.shape(scores), 1e-9, 1.0)
+            noisy = (scores - tf.math.log(-tf.math.log(uniform))) / self.temperature
+            soft = tf.nn.softmax(noisy, axis=-1)
+            index = tf.argmax(noisy, axis=-1, output_type=tf.int32)
+            hard = tf.one_hot(index, k, dtype=emb.dtype)
+            weights = hard + soft - tf.stop_gradient(soft)
+        else:
+            index = tf.argmax(scores, axis=-1, output_type=tf.int32)
+            weights = tf.one_hot(index, k, dtype=emb.dtype)
+        return {"selected": tf.einsum("bk,bkd->bd", weights, emb), "index": index}
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode, "temperature": self.temperature}

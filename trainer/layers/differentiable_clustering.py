@@ -1,0 +1,106 @@
+"""Differentiable Clustering Module (DCM) and MIND capsule routing (eq. 1-3, 5-7)."""
+
+from trainer.layers._keras import NEG_INF, keras, register, tf
+from trainer.layers.farthest_point_init import farthest_point_init
+from trainer.layers.squash import squash
+
+
+@register
+class DifferentiableClustering(keras.layers.Layer):
+    """Clusters a user's engagement sequence into K interest capsules.
+
+    Shared bilinear map `S` (eq. 1-2), squash (eq. 3), initialisation by
+    Validity-Aware Farthest Points (eq. 5-6) or Gaussian (MIND), routing with
+    Single-Assignment (eq. 7) or soft assignment (MIND).
+
+    Determinism: at inference the first FPI centroid is the *most recent*
+    eligible item (recency is the strongest single interest signal, and a
+    serving embedding must not change between two identical requests); during
+    training it is a uniformly random eligible item, as in the paper. The
+    Gaussian (MIND) init uses a fixed-seed stateless draw at inference.
+
+    Args:
+      num_clusters: K_im.
+      dim: capsule dimension (output of S).
+      iterations: routing iterations.
+      init: `va_fpi`, `fpi` or `gaussian`.
+      single_assignment: SAR on/off.
+      validity_filter: invalid items are excluded from init and routing.
+
+    Call args:
+      items: `[B, L, d_in]` item representations e_i.
+      valid: `[B, L]` bool, per-item validity (features present, not negative).
+      mask: `[B, L]` bool, non-padding positions.
+
+    Returns:
+      dict: `capsules [B, K, dim]`, `importance [B, K]` (sum_i b_ij),
+      `mask [B, K]` bool, `routing [B, L, K]`.
+    """
+
+    def __init__(self, num_clusters=7, dim=32, iterations=3, init="va_fpi",
+                 single_assignment=True, validity_filter=True, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        if init not in ("va_fpi", "fpi", "gaussian"):
+            raise ValueError(f"init={init!r}; allowed: va_fpi, fpi, gaussian")
+        self.num_clusters = num_clusters
+        self.dim = dim
+        self.iterations = iterations
+        self.init = init
+        self.single_assignment = single_assignment
+        self.validity_filter = validity_filter
+        self.seed = seed
+
+    def build(self, input_shape):
+        self.bilinear = keras.layers.Dense(self.dim, use_bias=False, name="bilinear_S")
+        self.bilinear.build(input_shape["items"] if isinstance(input_shape, dict) else input_shape)
+        super().build(input_shape)
+
+    def _first_index(self, eligible, training):
+        if training:
+            logits = tf.where(eligible, 0.0, NEG_INF)
+            return tf.cast(tf.random.categorical(logits, 1)[:, 0], tf.int32)
+        length = tf.shape(eligible)[1]
+        positions = tf.where(eligible, tf.range(length)[None, :], -1)
+        return tf.maximum(tf.reduce_max(positions, axis=1), 0)
+
+    def call(self, inputs, training=None):
+        items, valid, mask = inputs["items"], inputs["valid"], inputs["mask"]
+        points = self.bilinear(items)
+        eligible = tf.logical_and(mask, valid) if self.validity_filter else mask
+        routed = eligible
+        batch = tf.shape(points)[0]
+        if self.init == "gaussian":
+            shape = tf.stack([batch, self.num_clusters, self.dim])
+            if training:
+                capsules = tf.random.normal(shape)
+            else:
+                capsules = tf.random.stateless_normal(shape, seed=[self.seed, 17])
+            cmask = tf.tile(tf.reduce_any(routed, axis=1, keepdims=True), [1, self.num_clusters])
+        else:
+            capsules, cmask = farthest_point_init(
+                points, eligible, self.num_clusters, self._first_index(eligible, training)
+            )
+        routed_f = tf.cast(routed, points.dtype)[..., None]
+        routing = tf.zeros(tf.stack([batch, tf.shape(points)[1], self.num_clusters]))
+        for _ in range(self.iterations):
+            logits = tf.einsum("bkd,bld->blk", capsules, points)
+            logits = tf.where(cmask[:, None, :], logits, NEG_INF)
+            routing = tf.nn.softmax(logits, axis=-1)
+            if self.single_assignment:
+                winner = tf.one_hot(tf.argmax(logits, axis=-1), self.num_clusters, dtype=routing.dtype)
+                routing = routing * winner
+            routing = routing * routed_f
+            capsules = squash(tf.einsum("blk,bld->bkd", routing, points))
+        cmask_f = tf.cast(cmask, points.dtype)
+        return {
+            "capsules": capsules * cmask_f[..., None],
+            "importance": tf.reduce_sum(routing, axis=1) * cmask_f,
+            "mask": cmask,
+            "routing": routing,
+        }
+
+    def get_config(self):
+        return {**super().get_config(), "num_clusters": self.num_clusters, "dim": self.dim,
+                "iterations": self.iterations, "init": self.init,
+                "single_assignment": self.single_assignment,
+                "validity_filter": self.validity_filter, "seed": self.seed}

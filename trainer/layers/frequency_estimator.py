@@ -1,0 +1,62 @@
+"""Streaming item-frequency estimation for logQ correction (Yi et al. 2019)."""
+
+from trainer.layers._keras import keras, register, tf
+
+
+@register
+class StreamingFrequencyEstimator(keras.layers.Layer):
+    """Estimates how often each item is sampled into a batch, in-graph.
+
+    Hashed arrays A (step an item was last seen) and B (moving average of the
+    gap between occurrences, in steps); p = 1 / B is the expected number of
+    occurrences per batch. Both arrays and the step are non-trainable weights,
+    so they are checkpointed with the model.
+
+    Several occurrences of one item in a batch: the algorithm is defined per
+    occurrence, sequentially; the first sees gap `t - A`, the other `c - 1`
+    see gap 0. In closed form B <- (1-a)^c B + a (1-a)^(c-1) (t - A), so the
+    moving average tracks elapsed steps / occurrences, i.e. 1 / rate, for
+    frequent items too (a per-bucket `1/count` shortcut would be biased).
+
+    Call args: `ids [B]` string item ids; `training` updates the state.
+    Returns: `[B]` float32 estimated per-batch sampling probability.
+    """
+
+    def __init__(self, num_buckets=1 << 20, alpha=0.01, initial_gap=100.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_buckets = num_buckets
+        self.alpha = alpha
+        self.initial_gap = initial_gap
+
+    def build(self, input_shape):
+        self.last_step = self.add_weight("last_step", shape=(self.num_buckets,), dtype=tf.float32,
+                                         initializer="zeros", trainable=False)
+        self.gap = self.add_weight("gap", shape=(self.num_buckets,), dtype=tf.float32,
+                                   initializer=keras.initializers.Constant(self.initial_gap),
+                                   trainable=False)
+        self.step = self.add_weight("step", shape=(), dtype=tf.float32, initializer="zeros",
+                                    trainable=False)
+        super().build(input_shape)
+
+    def call(self, ids, training=None):
+        buckets = tf.strings.to_hash_bucket_fast(ids, self.num_buckets)
+        if training:
+            step = self.step.assign_add(1.0)
+            unique, position, counts = tf.unique_with_counts(buckets)
+            counts = tf.cast(counts, tf.float32)
+            elapsed = step - tf.gather(self.last_step, unique)
+            decay = tf.pow(1.0 - self.alpha, counts - 1.0)
+            new_gap = (1.0 - self.alpha) * decay * tf.gather(self.gap, unique) + self.alpha * decay * elapsed
+            with tf.control_dependencies([new_gap]):
+                update_gap = self.gap.scatter_update(tf.IndexedSlices(new_gap, unique))
+                update_last = self.last_step.scatter_update(
+                    tf.IndexedSlices(tf.fill(tf.shape(unique), step), unique))
+            with tf.control_dependencies([update_gap, update_last]):
+                gap = tf.gather(self.gap, buckets)
+        else:
+            gap = tf.gather(self.gap, buckets)
+        return 1.0 / tf.maximum(gap, 1e-6)
+
+    def get_config(self):
+        return {**super().get_config(), "num_buckets": self.num_buckets, "alpha": self.alpha,
+                "initial_gap": self.initial_gap}

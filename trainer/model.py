@@ -1,0 +1,195 @@
+"""The multi-embedding two-tower retrieval model (SPEC §2.2).
+
+Item tower psi: id -> in-graph features -> summariser (eq. 4) -> dense -> L2.
+User tower phi(u, c): history -> summariser -> interest module (DCM, MIND,
+SA, interest tokens, PFS) or an explicit condition topic (CR) -> fields
+[condition, pooled history, latest item] -> DHEN -> dense -> L2, one vector
+per condition. Loss: sampled softmax over in-batch negatives with logQ from
+the streaming frequency estimator and accidental-hit removal, using only the
+associated embedding (eq. 8-9).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow_recommenders as tfrs
+
+from trainer import diagnostics, features
+from trainer.config import ModelConfig
+from trainer.item_table import ItemTable
+from trainer.layers._keras import keras, tf
+from trainer.layers.association import InterestAssociation
+from trainer.layers.dhen import DHEN
+from trainer.layers.differentiable_clustering import DifferentiableClustering
+from trainer.layers.frequency_estimator import StreamingFrequencyEstimator
+from trainer.layers.interest_tokens import InterestTokens
+from trainer.layers.item_feature_store import ItemFeatureStore
+from trainer.layers.item_summarizer import ItemSummarizer
+from trainer.layers.self_attentive import SelfAttentiveInterests
+from trainer.layers.subsequence_concepts import SubsequenceConcepts
+
+IMPLICIT_KINDS = ("dcm", "mind", "sa", "tokens", "pfs")
+
+
+class MultiEmbeddingModel(tfrs.Model):
+    """Two towers, several user embeddings, one loss.
+
+    Args:
+      cfg: the model config (`kind` picks the user tower).
+      table: the item table (vocabulary + features) from the prepare stage.
+      concepts: `[N+1]` offline concept per item row, for `kind="pfs"`.
+    """
+
+    def __init__(self, cfg: ModelConfig, table: ItemTable, concepts: np.ndarray | None = None,
+                 seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.kind = cfg.kind
+        self.store = ItemFeatureStore(table.ids, table.content.shape[1], table.topic_ids.shape[1],
+                                      table.categorical_ids.shape[1], name="item_store")
+        self.store.set_tables(table.content, table.topic_ids, table.categorical_ids, table.valid)
+        self.summarizer = ItemSummarizer(
+            num_items=len(table.ids) + 1, num_topics=len(table.topics) + 1,
+            num_categorical_values=table.num_categorical_values, item_id_dim=cfg.item_id_dim,
+            topic_dim=cfg.topic_dim, categorical_dim=cfg.categorical_dim,
+            hidden=cfg.summarizer_hidden, output_dim=cfg.item_dim, name="summarizer")
+        self.item_head = keras.layers.Dense(cfg.embedding_dim, name="item_head")
+        self.interests = self._interest_module(cfg, table, concepts, seed)
+        if self.kind == "cr":
+            self.topic_lookup = keras.layers.StringLookup(vocabulary=table.topics, num_oov_indices=1,
+                                                          mask_token=None, name="topic_lookup")
+            self.condition_embedding = keras.layers.Embedding(len(table.topics) + 1, cfg.topic_dim,
+                                                              name="condition_topic")
+        self.dhen = DHEN(**vars(cfg.dhen), name="dhen")
+        self.user_head = keras.layers.Dense(cfg.embedding_dim, name="user_head")
+        self.association = InterestAssociation(cfg.association, cfg.gumbel_temperature,
+                                               name="association")
+        self.frequency = StreamingFrequencyEstimator(cfg.frequency_buckets, cfg.frequency_alpha,
+                                                     name="frequency")
+        self.task = tfrs.tasks.Retrieval(temperature=cfg.temperature, remove_accidental_hits=True)
+        self.diag = {name: keras.metrics.Mean(name=name) for name in
+                     ("pairwise_cosine", "routing_entropy", "masked_fraction")}
+
+    @staticmethod
+    def _interest_module(cfg, table, concepts, seed):
+        k = cfg.num_interests
+        if cfg.kind == "dcm":
+            return DifferentiableClustering(k, cfg.item_dim, cfg.routing_iterations, cfg.init,
+                                            cfg.single_assignment, cfg.validity_filter, seed,
+                                            name="dcm")
+        if cfg.kind == "mind":
+            return DifferentiableClustering(k, cfg.item_dim, cfg.routing_iterations, "gaussian",
+                                            False, cfg.validity_filter, seed, name="mind")
+        if cfg.kind == "sa":
+            return SelfAttentiveInterests(k, cfg.attention_dim, name="self_attention")
+        if cfg.kind == "tokens":
+            return InterestTokens(k, cfg.item_dim, name="interest_tokens")
+        if cfg.kind == "pfs":
+            if concepts is None:
+                raise ValueError("model.kind=pfs needs offline concepts (trainer.kmeans.item_concepts)")
+            layer = SubsequenceConcepts(k, cfg.pfs_concepts, len(table.ids) + 1, name="pfs")
+            layer.build(None)
+            layer.item_concept.assign(concepts.astype(np.int32))
+            return layer
+        return None
+
+    # -- towers ----------------------------------------------------------------
+    def item_embeddings(self, ids: tf.Tensor) -> tf.Tensor:
+        """psi(i): `[N]` item ids -> `[N, d]` unit vectors."""
+        return tf.math.l2_normalize(self.item_head(self.summarizer(self.store(ids))), axis=-1)
+
+    def _history(self, inputs):
+        ids = inputs[features.HISTORY_ITEM_IDS]
+        feats = self.store(ids)
+        items = self.summarizer(feats)
+        mask = tf.not_equal(ids, "")
+        valid = tf.logical_and(feats["valid"], tf.equal(inputs[features.HISTORY_NEGATIVE], 0))
+        valid = tf.logical_and(valid, mask)
+        m = tf.cast(mask, items.dtype)[..., None]
+        v = tf.cast(valid, items.dtype)[..., None]
+        # Pool the valid items; fall back to all items when none is valid.
+        weights = tf.where(tf.reduce_any(valid, axis=1)[:, None, None], v, m)
+        pooled = tf.reduce_sum(items * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+        last = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1) - 1, 0)
+        latest = tf.gather(items, last, batch_dims=1) * tf.cast(tf.reduce_any(mask, axis=1), items.dtype)[:, None]
+        return {"items": items, "valid": valid, "mask": mask, "index": feats["index"],
+                "pooled": pooled, "latest": latest}
+
+    def _cross(self, condition: tf.Tensor | None, pooled: tf.Tensor, latest: tf.Tensor) -> tf.Tensor:
+        """DHEN over fields for `[B, K, *]` conditions -> `[B, K, d]` unit vectors."""
+        if condition is None:
+            out = self.user_head(self.dhen([pooled, latest]))
+            return tf.math.l2_normalize(out, axis=-1)[:, None, :]
+        k = tf.shape(condition)[1]
+        flat_cond = tf.reshape(condition, [-1, condition.shape[-1]])
+        rep = lambda x: tf.reshape(tf.repeat(x[:, None, :], k, axis=1), [-1, x.shape[-1]])  # noqa: E731
+        if self.kind == "cr":
+            fields = [flat_cond, rep(pooled), rep(latest)]
+        else:
+            # Implicit conditions already summarise the history; adding the
+            # shared pooled/latest fields makes the K outputs near-identical
+            # (measured: mean pairwise cosine 0.96 for DCM), i.e. collapse.
+            # Squashed capsules are short (|c| ~ |v|^2 for small v), which
+            # lets the crossing's biases dominate; the direction is the
+            # interest, its strength is reported as importance.
+            fields = [tf.math.l2_normalize(flat_cond, axis=-1)]
+        out = tf.math.l2_normalize(self.user_head(self.dhen(fields)), axis=-1)
+        return tf.reshape(out, [tf.shape(condition)[0], k, -1])
+
+    def user_embeddings(self, inputs: dict, training=None, conditions: tf.Tensor | None = None) -> dict:
+        """phi(u, c) for every condition.
+
+        Args:
+          inputs: `history_item_ids [B, L]` ("" = padding), `history_negative
+            [B, L]`; for CR `condition_topic [B]` unless `conditions` given.
+          conditions: CR only, `[B, K_ex]` topic strings ("" = none).
+
+        Returns:
+          dict `embeddings [B, K, d]`, `importance [B, K]`, `mask [B, K]` bool.
+        """
+        hist = self._history(inputs)
+        batch = tf.shape(hist["pooled"])[0]
+        if self.kind == "single":
+            emb = self._cross(None, hist["pooled"], hist["latest"])
+            return {"embeddings": emb, "importance": tf.ones([batch, 1]), "mask": tf.ones([batch, 1], tf.bool)}
+        if self.kind == "cr":
+            topics = conditions if conditions is not None else inputs[features.CONDITION_TOPIC][:, None]
+            cond = self.condition_embedding(self.topic_lookup(topics))
+            emb = self._cross(cond, hist["pooled"], hist["latest"])
+            mask = tf.not_equal(topics, "")
+            return {"embeddings": emb, "importance": tf.cast(mask, tf.float32), "mask": mask}
+        module_inputs = {"items": hist["items"], "valid": hist["valid"], "mask": hist["mask"],
+                         "item_index": hist["index"]}
+        out = self.interests(module_inputs, training=training)
+        # A user with no usable item keeps one embedding (from the pooled fields).
+        none = tf.logical_not(tf.reduce_any(out["mask"], axis=1, keepdims=True))
+        first = tf.one_hot(0, tf.shape(out["mask"])[1], on_value=True, off_value=False, dtype=tf.bool)
+        mask = tf.logical_or(out["mask"], tf.logical_and(none, first[None, :]))
+        emb = self._cross(out["capsules"], hist["pooled"], hist["latest"])
+        return {"embeddings": emb, "importance": out["importance"], "mask": mask}
+
+    # -- training --------------------------------------------------------------
+    def compute_loss(self, inputs, training=False):
+        target_ids = inputs[features.TARGET_ITEM_ID]
+        target = self.item_embeddings(target_ids)
+        user = self.user_embeddings(inputs, training=training)
+        chosen = self.association({"embeddings": user["embeddings"], "mask": user["mask"],
+                                   "target": target}, training=training)
+        probability = self.frequency(target_ids, training=training)
+        self.diag["pairwise_cosine"].update_state(
+            diagnostics.mean_pairwise_cosine(user["embeddings"], user["mask"]))
+        self.diag["routing_entropy"].update_state(
+            diagnostics.routing_entropy(user["importance"], user["mask"]))
+        self.diag["masked_fraction"].update_state(diagnostics.masked_fraction(user["mask"]))
+        return self.task(chosen["selected"], target, candidate_sampling_probability=probability,
+                         candidate_ids=target_ids, compute_metrics=False)
+
+
+def build_model(cfg: ModelConfig, table: ItemTable, seed: int = 0) -> MultiEmbeddingModel:
+    """Factory: the model for `cfg.kind`, with offline PFS concepts when needed."""
+    concepts = None
+    if cfg.kind == "pfs":
+        from trainer.kmeans import item_concepts
+
+        concepts = item_concepts(table, cfg.pfs_concepts, seed)
+    return MultiEmbeddingModel(cfg, table, concepts, seed)
