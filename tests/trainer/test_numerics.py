@@ -1,0 +1,128 @@
+"""Layer numerics against the NumPy references in tests/numpy_reference.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numpy_reference as ref
+from trainer.layers._keras import keras, tf
+from trainer.layers.association import InterestAssociation
+from trainer.layers.differentiable_clustering import DifferentiableClustering
+from trainer.layers.farthest_point_init import farthest_point_init
+from trainer.layers.squash import squash
+
+rng = np.random.default_rng(7)
+
+
+def test_squash_matches_reference_and_bounds_norm():
+    v = rng.normal(size=(5, 4)).astype(np.float32) * np.array([[0.01], [0.5], [1], [3], [30]], np.float32)
+    got = squash(tf.constant(v)).numpy()
+    np.testing.assert_allclose(got, ref.squash(v), rtol=1e-5, atol=1e-7)
+    norms = np.linalg.norm(got, axis=1)
+    # |squash(v)| = |v|^2 / (1 + |v|^2), always < 1.
+    np.testing.assert_allclose(norms, (np.linalg.norm(v, axis=1) ** 2) / (1 + np.linalg.norm(v, axis=1) ** 2),
+                               rtol=1e-5)
+    assert np.all(norms < 1)
+
+
+def test_fpi_hand_case_picks_farthest_and_skips_invalid():
+    # Items on the unit circle at 0, 10, 180, 90, 200 degrees; item 2 is invalid.
+    angles = np.deg2rad([0, 10, 180, 90, 200])
+    points = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)[None]
+    eligible = np.array([[1, 1, 0, 1, 1]], bool)
+    centroids, mask = farthest_point_init(tf.constant(points), tf.constant(eligible), 3, tf.constant([0]))
+    # From 0 deg the farthest eligible is 200 deg (180 is invalid), then 90 deg.
+    np.testing.assert_allclose(centroids.numpy()[0], points[0, [0, 4, 3]], atol=1e-6)
+    assert mask.numpy().tolist() == [[True, True, True]]
+
+
+@pytest.mark.parametrize("valid_count", [0, 1, 2, 5])
+def test_fpi_matches_reference_and_masks_instead_of_duplicating(valid_count):
+    points = rng.normal(size=(1, 6, 4)).astype(np.float32)
+    eligible = np.zeros((1, 6), bool)
+    eligible[0, :valid_count] = True
+    first = np.array([max(valid_count - 1, 0)])
+    got_c, got_m = farthest_point_init(tf.constant(points), tf.constant(eligible), 4, tf.constant(first))
+    want_c, want_m = ref.farthest_point_init(points[0], eligible[0], 4, first[0])
+    np.testing.assert_allclose(got_c.numpy()[0], want_c, atol=1e-6)
+    assert got_m.numpy()[0].tolist() == want_m.tolist()
+    assert got_m.numpy().sum() == min(valid_count, 4)
+    chosen = got_c.numpy()[0][got_m.numpy()[0]]
+    assert len({tuple(np.round(c, 5)) for c in chosen}) == len(chosen)  # no duplicates
+
+
+@pytest.mark.parametrize("single_assignment", [True, False])
+def test_routing_matches_reference(single_assignment):
+    items = rng.normal(size=(2, 7, 5)).astype(np.float32)
+    mask = np.ones((2, 7), bool)
+    mask[1, 5:] = False
+    valid = mask.copy()
+    valid[0, 2] = False
+    layer = DifferentiableClustering(3, 4, iterations=3, init="va_fpi",
+                                     single_assignment=single_assignment, validity_filter=True)
+    out = layer({"items": items, "valid": valid, "mask": mask}, training=False)
+    points = layer.bilinear(tf.constant(items)).numpy()
+    for b in range(2):
+        eligible = valid[b] & mask[b]
+        first = int(np.flatnonzero(eligible).max())  # inference: most recent eligible item
+        init, cmask = ref.farthest_point_init(points[b], eligible, 3, first)
+        caps, routing = ref.routing(points[b], init, cmask, eligible.astype(np.float32), 3, single_assignment)
+        np.testing.assert_allclose(out["capsules"].numpy()[b], caps, atol=1e-5)
+        np.testing.assert_allclose(out["importance"].numpy()[b], routing.sum(0) * cmask, atol=1e-5)
+        if single_assignment:
+            # SAR: every item routes to exactly one cluster.
+            assert ((out["routing"].numpy()[b] > 0).sum(1) <= 1).all()
+
+
+def test_association_argmax_reference_and_gumbel_gradients():
+    emb = tf.constant(rng.normal(size=(4, 3, 5)).astype(np.float32))
+    target = tf.constant(rng.normal(size=(4, 5)).astype(np.float32))
+    mask = tf.constant(np.array([[1, 1, 1], [1, 0, 1], [0, 1, 0], [1, 1, 1]], bool))
+    out = InterestAssociation("argmax")({"embeddings": emb, "mask": mask, "target": target})
+    scores = np.einsum("bkd,bd->bk", emb.numpy(), target.numpy())
+    want = np.where(mask.numpy(), scores, -np.inf).argmax(1)
+    assert out["index"].numpy().tolist() == want.tolist()
+    np.testing.assert_allclose(out["selected"].numpy(), emb.numpy()[np.arange(4), want])
+    grads = {}
+    for mode in ("argmax", "gumbel"):
+        var = tf.Variable(emb)
+        with tf.GradientTape() as tape:
+            sel = InterestAssociation(mode)({"embeddings": var, "mask": tf.ones((4, 3), tf.bool),
+                                             "target": target}, training=True)["selected"]
+            loss = tf.reduce_sum(sel * target)
+        grads[mode] = np.abs(tape.gradient(loss, var).numpy()).sum(-1)
+    # Winner takes all: argmax gives gradients to one embedding per user;
+    # straight-through Gumbel reaches all of them.
+    assert ((grads["argmax"] > 0).sum(1) == 1).all()
+    assert ((grads["gumbel"] > 0).sum(1) == 3).all()
+
+
+def test_logq_lowers_frequent_items_more():
+    query = rng.normal(size=(3, 4))
+    cands = rng.normal(size=(3, 4))
+    p = np.array([0.5, 0.01, 0.01])  # candidate 0 is frequent, 1 and 2 rare
+    raw = ref.sampled_softmax_logq(query, cands, np.ones(3))
+    corrected = ref.sampled_softmax_logq(query, cands, p)
+    adjustment = corrected - raw  # = -log p: +0.69 frequent, +4.61 rare
+    np.testing.assert_allclose(adjustment[:, 0], -np.log(0.5))
+    # Relative to a rare candidate, the frequent one loses 4.61 - 0.69 = 3.9.
+    assert (adjustment[:, 0] < adjustment[:, 1]).all()
+    np.testing.assert_allclose(adjustment[:, 1] - adjustment[:, 0], np.log(0.5 / 0.01))
+    # The model uses TFRS's correction, which has the same sign.
+    import tensorflow_recommenders as tfrs
+
+    tf_corr = tfrs.layers.loss.SamplingProbablityCorrection()(tf.constant(raw, tf.float32),
+                                                             tf.constant(p, tf.float32)).numpy()
+    np.testing.assert_allclose(tf_corr, corrected, rtol=1e-5)
+
+
+def test_hit_rate_hand_case():
+    # Two user embeddings; corpus of 4 items; score = max over embeddings.
+    user = np.array([[1.0, 0.0], [0.0, 1.0]])
+    corpus = np.array([[0.9, 0.0], [0.0, 0.8], [0.5, 0.5], [0.95, 0.1]])
+    # Scores: [0.9, 0.8, 0.5, 0.95]. Target item 1 (0.8): items 0 and 3 are
+    # higher -> rank 3; excluding item 3 (seen) -> rank 2.
+    assert ref.hit_rate(user, corpus, 1, set(), 2) == 0.0
+    assert ref.hit_rate(user, corpus, 1, {3}, 2) == 1.0
+    assert ref.hit_rate(user, corpus, 1, set(), 3) == 1.0
