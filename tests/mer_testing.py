@@ -41,3 +41,13 @@ def read_examples(pattern: str) -> list[dict]:
 
 def decode(values) -> list[str]:
     return [v.decode() for v in np.asarray(values).tolist()]
+
+
+def prepare_small_world(output_dir: str, overrides: list[str] | None = None) -> str:
+    """Prepares the `synthetic-small` world in-process; returns `output_dir`."""
+    from beam.run import run_prepare
+    from trainer.config import load_config
+
+    cfg = load_config("synthetic-small", overrides or [])
+    run_prepare(cfg, output_dir, ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+    return output_dir

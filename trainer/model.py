@@ -63,7 +63,7 @@ class MultiEmbeddingModel(tfrs.Model):
         self.dhen = DHEN(**vars(cfg.dhen), name="dhen")
         self.user_head = keras.layers.Dense(cfg.embedding_dim, name="user_head")
         self.association = InterestAssociation(cfg.association, cfg.gumbel_temperature,
-                                               name="association")
+                                               1.0 / cfg.temperature, name="association")
         self.frequency = StreamingFrequencyEstimator(cfg.frequency_buckets, cfg.frequency_alpha,
                                                      name="frequency")
         self.task = tfrs.tasks.Retrieval(temperature=cfg.temperature, remove_accidental_hits=True)

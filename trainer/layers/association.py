@@ -14,12 +14,18 @@ class InterestAssociation(keras.layers.Layer):
     the soft distribution, so every embedding gets gradients. Inference is
     the plain argmax for both.
 
+    `score_scale` puts the scores on the retrieval softmax's scale (1 /
+    temperature): cosine scores in [-1, 1] are otherwise drowned by the
+    Gumbel noise, selection becomes uniform, and every embedding is trained
+    on every target, which collapses them (measured: pairwise cosine 1.0).
+
     Call args: `embeddings [B, K, d]`, `mask [B, K]` bool, `target [B, d]`.
     Returns: dict `selected [B, d]`, `index [B]` int32.
     """
 
-    def __init__(self, mode="argmax", temperature=1.0, **kwargs):
+    def __init__(self, mode="argmax", temperature=1.0, score_scale=1.0, **kwargs):
         super().__init__(**kwargs)
+        self.score_scale = score_scale
         if mode not in ("argmax", "gumbel"):
             raise ValueError(f"mode={mode!r}; allowed: argmax, gumbel")
         self.mode = mode
@@ -27,7 +33,7 @@ class InterestAssociation(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         emb, mask, target = inputs["embeddings"], inputs["mask"], inputs["target"]
-        scores = tf.einsum("bkd,bd->bk", emb, target)
+        scores = tf.einsum("bkd,bd->bk", emb, target) * self.score_scale
         scores = tf.where(mask, scores, NEG_INF)
         k = tf.shape(emb)[1]
         if self.mode == "gumbel" and training:
@@ -43,4 +49,5 @@ class InterestAssociation(keras.layers.Layer):
         return {"selected": tf.einsum("bk,bkd->bd", weights, emb), "index": index}
 
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode, "temperature": self.temperature}
+        return {**super().get_config(), "mode": self.mode, "temperature": self.temperature,
+                "score_scale": self.score_scale}
