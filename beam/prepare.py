@@ -28,9 +28,9 @@ from beam import mappers, movielens
 from beam.readers import expand_files, read_records
 from beam.records import Event, Item, dead_letter
 from beam.shard_writer import TFRecordShard, shard_path, write_text
-from beam.user_records import RecordOptions, build_user_records, order_and_dedup, stable_shard
+from beam.user_records import build_user_records, order_and_dedup, stable_shard
 from trainer import features
-from trainer.config import MerConfig, config_to_dict, dump_config
+from trainer.config import DataConfig, MerConfig, config_to_dict
 
 STATS = "stats"
 DEAD = "dead"
@@ -172,7 +172,7 @@ class QuantileFn(beam.CombineFn):
 class WriteExampleShard(beam.DoFn):
     """Builds every record of the users in one shard and writes the shard files."""
 
-    def __init__(self, output_dir: str, num_shards: int, opts: RecordOptions):
+    def __init__(self, output_dir: str, num_shards: int, opts: DataConfig):
         self._output_dir = output_dir
         self._num_shards = num_shards
         self._opts = opts
@@ -426,7 +426,7 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
         cutoff = shards[TIMESTAMPS] | "Cutoff" >> beam.CombineGlobally(QuantileFn(data.split.quantile))
 
     written = shards.users | "WriteExamples" >> beam.ParDo(
-        WriteExampleShard(output_dir, num_shards, RecordOptions.from_data_config(data)),
+        WriteExampleShard(output_dir, num_shards, data),
         beam.pvalue.AsSingleton(cutoff),
         beam.pvalue.AsDict(item_lookup),
     ).with_outputs(STATS, TRAIN_COUNTS, main="none")

@@ -183,8 +183,8 @@ def _shard_file(raw_dir: str, name: str, shard: int, num_shards: int, ext: str) 
     return FileSystems.join(raw_dir, f"{name}-{shard:05d}-of-{num_shards:05d}.{ext}")
 
 
-class WriteUsers(beam.DoFn):
-    """Simulates the users of one shard; writes events, follows and truth."""
+class _WorldShardWriter(beam.DoFn):
+    """Rebuilds the world once per worker (cheaper than a large side input)."""
 
     def __init__(self, cfg: SyntheticConfig, raw_dir: str):
         self._cfg = cfg
@@ -193,6 +193,10 @@ class WriteUsers(beam.DoFn):
 
     def setup(self):
         self._world = build_world(self._cfg)
+
+
+class WriteUsers(_WorldShardWriter):
+    """Simulates the users of one shard; writes events, follows and truth."""
 
     def process(self, shard: int):
         cfg, n = self._cfg, self._cfg.num_shards
@@ -213,16 +217,8 @@ class WriteUsers(beam.DoFn):
         yield "events", len(rows)
 
 
-class WriteItems(beam.DoFn):
+class WriteItems(_WorldShardWriter):
     """Writes one shard of the item file (`content` is space-separated floats)."""
-
-    def __init__(self, cfg: SyntheticConfig, raw_dir: str):
-        self._cfg = cfg
-        self._raw_dir = raw_dir
-        self._world = None
-
-    def setup(self):
-        self._world = build_world(self._cfg)
 
     def process(self, shard: int):
         world = self._world

@@ -6,13 +6,13 @@ and the Beam DoFns stay thin.
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 from typing import Iterable, Mapping, Sequence
 
 from beam.follows import derive_follows, derive_source_topic
 from beam.records import Event
 from trainer import features
+from trainer.config import DataConfig
 
 
 def stable_shard(key: str, num_shards: int) -> int:
@@ -35,33 +35,6 @@ def order_and_dedup(events: Iterable[Event]) -> tuple[list[Event], list[Event]]:
     return kept, dups
 
 
-@dataclasses.dataclass(frozen=True)
-class RecordOptions:
-    """What the per-user builder needs from the data config."""
-
-    history_length: int = 50
-    min_history: int = 1
-    explicit_association: str = "source"
-    derive_follows: bool = False
-    derive_source_topic: bool = False
-    follow_min_share: float = 0.15
-    max_follows: int = 5
-    seed: int = 0
-
-    @classmethod
-    def from_data_config(cls, data) -> "RecordOptions":
-        return cls(
-            history_length=data.history_length,
-            min_history=data.min_history,
-            explicit_association=data.explicit_association,
-            derive_follows=data.derive_follows,
-            derive_source_topic=data.derive_source_topic,
-            follow_min_share=data.follow_min_share,
-            max_follows=data.max_follows,
-            seed=data.synthetic.seed,
-        )
-
-
 def _item_condition(user_id: str, item_id: str, topics: Sequence[str], seed: int) -> str:
     """The paper's weaker association: a topic sampled from the item's own topics,
     seeded by (seed, user, item) so reruns are identical."""
@@ -76,7 +49,7 @@ def build_user_records(
     follows: Sequence[str],
     cutoff: float,
     items: Mapping[str, tuple[tuple[str, ...], bool]],
-    opts: RecordOptions,
+    opts: DataConfig,
 ) -> dict:
     """Builds every record of one user.
 
@@ -86,7 +59,7 @@ def build_user_records(
       follows: followed topics from the follows input (may be empty).
       cutoff: T; train = timestamp < T.
       items: item_id -> (topics, features_valid).
-      opts: record options.
+      opts: the data config (history length, association, follow rules).
 
     Returns:
       dict with serialized examples per output (`features.EXAMPLE_OUTPUTS`),
@@ -120,7 +93,7 @@ def build_user_records(
         if not source and opts.derive_source_topic:
             source = derive_source_topic(topics, follows)
         if is_train and opts.explicit_association == "item":
-            condition = _item_condition(user_id, event.item_id, topics, opts.seed)
+            condition = _item_condition(user_id, event.item_id, topics, opts.synthetic.seed)
         else:
             condition = source
         args = dict(

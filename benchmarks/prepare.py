@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import subprocess
 import sys
 import tempfile
 
@@ -36,11 +37,15 @@ def run(size: int, workdir: pathlib.Path) -> dict:
     raw, out = workdir / f"raw-{size}", workdir / f"out-{size}"
     mer = [sys.executable, "-m", "mer"]
     gen = run_measured(mer + ["synthesize", "--config", "synthetic-small", "--output_dir", str(raw)]
-                       + overrides(size) + WORKERS, stdout=__import__("subprocess").DEVNULL)
-    prep = run_measured(mer + ["prepare", "--config", "synthetic-small", "--output_dir", str(out),
-                               "--raw_dir", str(raw)] + overrides(size) + WORKERS,
-                        stdout=__import__("subprocess").DEVNULL)
+                       + overrides(size) + WORKERS, stdout=subprocess.DEVNULL)
+    prep = run_measured(check=False, cmd=mer + ["prepare", "--config", "synthetic-small", "--output_dir", str(out),
+                                             "--raw_dir", str(raw)] + overrides(size) + WORKERS,
+                        stdout=subprocess.DEVNULL)
     manifest = json.loads((out / "manifest.json").read_text())
+    if prep.get("error"):
+        return {"target_events": size, "error": prep["error"], "manifest_balance": manifest.get("balance"),
+                "prepare_seconds": round(prep["seconds"], 1),
+                "peak_tree_rss_gib": round(prep["peak_tree_rss_gib"], 2)}
     events = manifest["counts"]["events_rows_in"]
     return {"target_events": size, "events": events,
             "examples": sum(v for k, v in manifest["counts"].items() if k.startswith("examples/")),
@@ -49,6 +54,7 @@ def run(size: int, workdir: pathlib.Path) -> dict:
             "events_per_second": round(events / prep["seconds"]),
             "peak_tree_rss_gib": round(prep["peak_tree_rss_gib"], 2),
             "peak_process_rss_gib": round(prep["peak_process_rss_gib"], 2),
+            "min_mem_available_gib": round(prep["min_mem_available_gib"], 2),
             "balanced": all(v["ok"] for v in manifest["balance"].values())}
 
 
@@ -59,18 +65,19 @@ def main() -> int:
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = pathlib.Path(args.workdir or tmp)  # --workdir keeps the outputs
         for size in args.sizes:
-            rows.append(run(size, pathlib.Path(tmp)))
+            rows.append(run(size, workdir))
             print(json.dumps(rows[-1]), flush=True)
     header = ["events", "prepare_seconds", "events_per_second", "peak_tree_rss_gib",
               "peak_process_rss_gib", "generate_seconds", "examples"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        print("| " + " | ".join(str(row[h]) for h in header) + " |")
+        print("| " + " | ".join(str(row.get(h, "-")) for h in header) + " |")
     result = {"rows": rows, "runner": "DirectRunner multi_processing, 2 workers"}
-    if len(rows) >= 2:
+    if len(rows) >= 2 and not any("error" in r for r in rows):
         result["time_ratio_last_over_first"] = round(rows[-1]["prepare_seconds"] / rows[0]["prepare_seconds"], 2)
         result["size_ratio"] = round(rows[-1]["events"] / rows[0]["events"], 2)
         print(f"time ratio {result['time_ratio_last_over_first']} for size ratio {result['size_ratio']}")

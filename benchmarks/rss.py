@@ -32,6 +32,15 @@ def _rss_bytes(pid: int) -> int:
         return 0
 
 
+def mem_available() -> int:
+    """System-wide MemAvailable in bytes (memory pressure on the machine)."""
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def tree_rss(pid: int) -> tuple[int, int]:
     """(sum of RSS over the tree, largest single process RSS), in bytes."""
     stack, total, largest = [pid], 0, 0
@@ -44,14 +53,18 @@ def tree_rss(pid: int) -> tuple[int, int]:
     return total, largest
 
 
-def run_measured(cmd: list[str], interval: float = 0.25, **kwargs) -> dict:
-    """Runs `cmd`; returns wall seconds, peak tree RSS and peak process RSS (GiB)."""
+def run_measured(cmd: list[str], interval: float = 0.25, check: bool = True, **kwargs) -> dict:
+    """Runs `cmd`; returns wall seconds, peak tree RSS and peak process RSS (GiB).
+
+    With `check=False` a failing command is reported under `error`.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, **kwargs)
-    peak = {"tree": 0, "process": 0}
+    peak = {"tree": 0, "process": 0, "available": mem_available()}
 
     def sample():
         while proc.poll() is None:
+            peak["available"] = min(peak["available"], mem_available())
             total, largest = tree_rss(proc.pid)
             peak["tree"] = max(peak["tree"], total)
             peak["process"] = max(peak["process"], largest)
@@ -61,7 +74,9 @@ def run_measured(cmd: list[str], interval: float = 0.25, **kwargs) -> dict:
     thread.start()
     code = proc.wait()
     thread.join()
-    if code != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited with {code}")
-    return {"seconds": time.perf_counter() - start, "peak_tree_rss_gib": peak["tree"] / 2**30,
-            "peak_process_rss_gib": peak["process"] / 2**30}
+    error = f"{' '.join(cmd)} exited with {code}" if code != 0 else None
+    if error and check:
+        raise RuntimeError(error)
+    return {"error": error, "seconds": time.perf_counter() - start, "peak_tree_rss_gib": peak["tree"] / 2**30,
+            "peak_process_rss_gib": peak["process"] / 2**30,
+            "min_mem_available_gib": peak["available"] / 2**30}

@@ -4,7 +4,8 @@ import pytest
 
 from beam.follows import derive_follows, derive_source_topic
 from beam.records import BadRow, Event, parse_timestamp
-from beam.user_records import RecordOptions, build_user_records, order_and_dedup
+from beam.user_records import build_user_records, order_and_dedup
+from trainer.config import DataConfig
 from trainer import features
 
 
@@ -38,7 +39,7 @@ def _parse(serialized):
 
 def test_history_is_truncated_to_L_most_recent_and_split_by_cutoff():
     events = [ev("a", 1, 1), ev("b", 2, 2, negative=True), ev("c", 3, 3), ev("d", 4, 4)]
-    out = build_user_records("u", events, [], 4, ITEMS, RecordOptions(history_length=2))
+    out = build_user_records("u", events, [], 4, ITEMS, DataConfig(history_length=2))
     train = [_parse(r) for r in out[features.TRAIN_IMPLICIT]]
     evals = [_parse(r) for r in out[features.EVAL_IMPLICIT]]
     assert [(r["target"], r["history"]) for r in train] == [("b", ["a"]), ("c", ["a", "b"])]
@@ -49,9 +50,9 @@ def test_history_is_truncated_to_L_most_recent_and_split_by_cutoff():
 
 def test_explicit_association_source_vs_item():
     events = [ev("a", 1, 1), ev("b", 2, 2, source="t1"), ev("d", 3, 3)]
-    source = build_user_records("u", events, [], 10, ITEMS, RecordOptions())
+    source = build_user_records("u", events, [], 10, ITEMS, DataConfig())
     assert [_parse(r)["condition"] for r in source[features.TRAIN_EXPLICIT]] == ["t1"]
-    item = build_user_records("u", events, [], 10, ITEMS, RecordOptions(explicit_association="item"))
+    item = build_user_records("u", events, [], 10, ITEMS, DataConfig(explicit_association="item"))
     conditions = [(_parse(r)["target"], _parse(r)["condition"]) for r in item[features.TRAIN_EXPLICIT]]
     assert [t for t, _ in conditions] == ["b", "d"]
     assert all(c in ITEMS[t][0] for t, c in conditions)
@@ -60,7 +61,7 @@ def test_explicit_association_source_vs_item():
 def test_derived_follows_use_training_period_only():
     # Training: a (t1), b (t2|t1) -> t1 = 1.5, t2 = 0.5. Eval: d (t2) must not count.
     events = [ev("a", 1, 1), ev("b", 2, 2), ev("d", 20, 3)]
-    opts = RecordOptions(derive_follows=True, derive_source_topic=True, follow_min_share=0.3)
+    opts = DataConfig(derive_follows=True, derive_source_topic=True, follow_min_share=0.3)
     out = build_user_records("u", events, [], 10, ITEMS, opts)
     assert out["follows"] == ["t1"]
     # The eval target d carries only t2, which is not followed: no explicit record.

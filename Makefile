@@ -1,0 +1,29 @@
+# The two front-door commands (see README):
+#   make demo   set up .venv and run the main job on the built-in synthetic world
+#   make test   set up .venv and run the whole test suite (what CI runs)
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= runs/demo
+
+.PHONY: setup demo test bench-prepare bench-training
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/mer prepare --config synthetic-small --output_dir $(DEMO_DIR)
+
+test: setup
+	$(PY) -m pytest -q
+
+bench-prepare: setup
+	$(PY) -m benchmarks.prepare
+
+bench-training: setup
+	$(PY) -m benchmarks.training
