@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam import mappers, movielens
 from beam.readers import expand_files, read_records
-from beam.records import Event, Item, dead_letter
+from beam.records import Event, dead_letter
 from beam.shard_writer import TFRecordShard, shard_path, write_text
 from beam.user_records import build_user_records, order_and_dedup, stable_shard
 from trainer import features

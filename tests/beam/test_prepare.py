@@ -63,7 +63,7 @@ def generic_input(tmp_path):
     cfg = load_config(
         None,
         [
-            f"data.source.format=generic",
+            "data.source.format=generic",
             f"data.source.events={raw}/events-*",
             f"data.source.items={raw}/items.csv",
             f"data.source.follows={raw}/follows.csv",

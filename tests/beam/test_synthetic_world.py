@@ -6,14 +6,11 @@ import csv
 import glob
 import json
 
-import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam import prepare, synthetic
+from beam import synthetic
 from beam.run import generate_synthetic, run_prepare
 from mer_testing import read_examples
-from trainer import features
 from trainer.config import load_config
 
 TINY = ["data.synthetic.num_users=120", "data.synthetic.num_items=600", "data.synthetic.num_topics=20",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import numpy_reference as ref
-from trainer.layers._keras import keras, tf
+from trainer.layers._keras import tf
 from trainer.layers.association import InterestAssociation
 from trainer.layers.differentiable_clustering import DifferentiableClustering
 from trainer.layers.farthest_point_init import farthest_point_init
