@@ -25,15 +25,13 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from beam import mappers, movielens
-from beam.readers import expand_files, read_records
-from beam.records import Event, dead_letter
+from beam.readers import DEAD, STATS, ReadRecords, expand_files, read_records
+from beam.records import Event, Follow, dead_letter
 from beam.shard_writer import TFRecordShard, shard_path, write_text
 from beam.user_records import build_user_records, order_and_dedup, stable_shard
 from trainer import features
 from trainer.config import DataConfig, MerConfig, config_to_dict
 
-STATS = "stats"
-DEAD = "dead"
 TIMESTAMPS = "timestamps"
 TRAIN_COUNTS = "train_counts"
 
@@ -65,28 +63,35 @@ class FirstItem(beam.DoFn):
             )
 
 
-class KnownItems(beam.DoFn):
-    """Keys events by user shard; events with an unknown item go to the dead letter.
+class ShardUserRecords(ReadRecords):
+    """Reads events and follows; keys both by user shard in ONE PCollection.
 
-    Events cross the shuffle as plain tuples: Beam's fast primitive coder
-    handles them natively, where NamedTuples would fall back to pickle.
+    Events whose item is not in the item table go to the dead letter. Records
+    cross the shuffle as `(shard, (kind, plain tuple))`: Beam's fast primitive
+    coder handles plain tuples natively, where NamedTuples fall back to pickle.
+
+    Why one producer instead of `CoGroupByKey`: on the multi-process
+    DirectRunner (Beam 2.77) a Flatten of two PCollections into a
+    GroupByKey lost 0.7-30% of 10M events, nondeterministically (measured;
+    a plain GroupByKey of one producer lost none), and the manifest balance
+    caught it. A single producer feeding a GroupByKey is also what every
+    runner handles best.
     """
 
-    def __init__(self, paths: list[str], num_shards: int):
+    def __init__(self, specs, paths: dict[str, list[str]], num_shards: int):
+        super().__init__(specs)
         self._paths = paths
         self._num_shards = num_shards
 
-    def process(self, event: Event, items):
-        if event.item_id in items:
-            yield stable_shard(event.user_id, self._num_shards), tuple(event)
-        else:
+    def route(self, kind, path, record, items):
+        if kind == "events" and record.item_id not in items:
             yield beam.pvalue.TaggedOutput(
                 DEAD,
-                _dead_from_record(
-                    "events", self._paths, event, "unknown_item",
-                    f"item_id {event.item_id!r} is not in the item table",
-                ),
+                _dead_from_record("events", self._paths["events"], record, "unknown_item",
+                                  f"item_id {record.item_id!r} is not in the item table"),
             )
+            return
+        yield stable_shard(record.user_id, self._num_shards), (kind, tuple(record))
 
 
 class DedupShard(beam.DoFn):
@@ -101,13 +106,17 @@ class DedupShard(beam.DoFn):
         self._follow_paths = follow_paths
 
     def process(self, element):
-        shard, grouped = element
+        shard, records = element
         by_user: dict[str, list] = collections.defaultdict(list)
-        for fields in grouped["events"]:
-            event = Event(*fields)
-            by_user[event.user_id].append(event)
+        follows = []
+        for kind, fields in records:
+            if kind == "events":
+                event = Event(*fields)
+                by_user[event.user_id].append(event)
+            else:
+                follows.append(Follow(*fields))
         follows_by_user: dict[str, list] = collections.defaultdict(list)
-        for follow in sorted(grouped["follows"], key=lambda f: (f.file_index, f.line)):
+        for follow in sorted(follows, key=lambda f: (f.file_index, f.line)):
             topics = follows_by_user[follow.user_id]
             if follow.topic in topics:
                 yield beam.pvalue.TaggedOutput(
@@ -212,24 +221,18 @@ class WriteItemShard(beam.DoFn):
         self._output_dir = output_dir
         self._num_shards = num_shards
 
-    def process(self, element):
-        shard, rows = element
+    def process(self, element, counts):
+        shard, items = element
         path = shard_path(self._output_dir, features.ITEM_TABLE, shard, self._num_shards)
         with TFRecordShard(path) as writer:
-            for item, count in sorted(rows, key=lambda r: r[0].item_id):
+            for item in sorted(items, key=lambda r: r.item_id):
                 writer.write(
                     features.encode_item(
                         item.item_id, item.topics, item.content, dict(item.categorical),
-                        item.features_valid, count,
+                        item.features_valid, counts.get(item.item_id, 0),
                     )
                 )
-        yield (STATS, writer.count)
-
-
-def _join_counts(element):
-    item_id, grouped = element
-    (item,) = grouped["item"]
-    return item, sum(grouped["count"])
+        yield "items_kept", writer.count
 
 
 def _write_vocab(path: str, counts: Iterable[tuple[str, int]]) -> int:
@@ -239,10 +242,10 @@ def _write_vocab(path: str, counts: Iterable[tuple[str, int]]) -> int:
     return len(ranked)
 
 
-def _write_tables(rows, output_dir: str) -> dict:
-    """Writes vocabularies, counts and the corpus from `[(item, count)]`."""
+def _write_tables(items, output_dir: str, counts: dict) -> dict:
+    """Writes vocabularies, counts and the corpus from all items + train counts."""
     join = functools.partial(FileSystems.join, output_dir)
-    rows = list(rows)
+    rows = [(item, counts.get(item.item_id, 0)) for item in items]
     topic_counts: collections.Counter = collections.Counter()
     cat_counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for item, _ in rows:
@@ -300,7 +303,14 @@ def _balance(stats: dict, dead: dict) -> dict:
     return result
 
 
-def _write_manifest(_, output_dir, cfg_dict, stats, dead, cutoff, tables, paths):
+def _merge(parts: list[dict]) -> dict:
+    return SumDict().extract_output(SumDict().merge_accumulators([collections.Counter(p) for p in parts]))
+
+
+def _write_manifest(_, output_dir, cfg_dict, cutoff, tables, paths, **parts):
+    """Merges the per-stage `stats_*` / `dead_*` dicts and writes manifest.json."""
+    stats = _merge([v for k, v in sorted(parts.items()) if k.startswith("stats_")])
+    dead = _merge([v for k, v in sorted(parts.items()) if k.startswith("dead_")])
     manifest = {
         "schema_version": features.SCHEMA_VERSION,
         "cutoff": cutoff,
@@ -368,6 +378,27 @@ def source_inputs(cfg: MerConfig, raw_dir: str | None = None) -> dict:
     }
 
 
+def _sum_dict(pcoll, label: str):
+    """`(key, number)` pairs -> one dict of sums (empty dict for no input)."""
+    return pcoll | f"Sum{label}" >> beam.CombineGlobally(SumDict())
+
+
+def _dead_letters(pcoll, label: str, output_dir: str):
+    """Writes one dead-letter PCollection and returns its counts by kind/reason.
+
+    Each stage writes its own `dead_letter/<stage>-*.jsonl` files: no Flatten
+    (see `ShardUserRecords` for why).
+    """
+    _ = (
+        pcoll
+        | f"DeadJson{label}" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
+        | f"WriteDead{label}" >> beam.io.WriteToText(
+            FileSystems.join(output_dir, features.DEAD_LETTER_DIR, label.lower()), file_name_suffix=".jsonl")
+    )
+    keyed = pcoll | f"DeadKey{label}" >> beam.Map(lambda d: (f"{d['kind']}/{d['reason']}", 1))
+    return _sum_dict(keyed, f"Dead{label}")
+
+
 def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw_dir: str | None = None):
     """Adds the prepare stages to `pipeline`.
 
@@ -379,23 +410,15 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
 
     Returns:
       dict of PCollections: `manifest` (one dict), `dead` (dead-letter
-      dicts), `cutoff` (one float or None); useful to tests.
+      dicts, one PCollection per stage), `cutoff` (one float or None).
     """
     data = cfg.data
     inputs = source_inputs(cfg, raw_dir)
     paths = {kind: spec[0] for kind, spec in inputs.items()}
-    read = {}
-    for kind, (kind_paths, mapper, fmt) in inputs.items():
-        if kind_paths:
-            read[kind] = read_records(pipeline, kind.capitalize(), kind_paths, kind, mapper, fmt)
-        else:
-            empty = pipeline | f"No{kind}" >> beam.Create([])
-            read[kind] = (empty, pipeline | f"No{kind}Dead" >> beam.Create([]),
-                          pipeline | f"No{kind}Stats" >> beam.Create([]))
-    events, events_dead, events_stats = read["events"]
-    items_raw, items_dead, items_stats = read["items"]
-    follows, follows_dead, follows_stats = read["follows"]
+    specs = {kind: (spec[1], spec[2]) for kind, spec in inputs.items()}
+    num_shards = data.num_shards
 
+    items_raw, items_dead, items_stats = read_records(pipeline, "Items", {"items": paths["items"]}, specs)
     items = (
         items_raw
         | "KeyItem" >> beam.Map(lambda it: (it.item_id, it))
@@ -405,17 +428,15 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
     item_lookup = items.items | "ItemLookup" >> beam.Map(
         lambda it: (it.item_id, (it.topics, it.features_valid))
     )
-    num_shards = data.num_shards
-    known = events | "KnownItems" >> beam.ParDo(
-        KnownItems(paths["events"], num_shards), beam.pvalue.AsDict(item_lookup)
-    ).with_outputs(DEAD, main="events")
-    keyed_events = known.events
-    keyed_follows = follows | "ShardFollows" >> beam.Map(
-        lambda f, n: (stable_shard(f.user_id, n), f), num_shards
+    user_files = {kind: paths[kind] for kind in ("events", "follows") if paths[kind]}
+    keyed, users_dead, users_stats = read_records(
+        pipeline, "Users", user_files, specs,
+        dofn=ShardUserRecords(specs, paths, num_shards),
+        side_inputs=(beam.pvalue.AsDict(item_lookup),),
     )
     shards = (
-        {"events": keyed_events, "follows": keyed_follows}
-        | "GroupShards" >> beam.CoGroupByKey()
+        keyed
+        | "GroupShards" >> beam.GroupByKey()
         | "Dedup" >> beam.ParDo(DedupShard(paths["events"], paths["follows"])).with_outputs(
             DEAD, STATS, TIMESTAMPS, main="users"
         )
@@ -430,54 +451,31 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
         beam.pvalue.AsSingleton(cutoff),
         beam.pvalue.AsDict(item_lookup),
     ).with_outputs(STATS, TRAIN_COUNTS, main="none")
+    train_counts = beam.pvalue.AsDict(written[TRAIN_COUNTS] | "SumCounts" >> beam.CombinePerKey(sum))
 
-    train_counts = written[TRAIN_COUNTS] | "SumCounts" >> beam.CombinePerKey(sum)
-    item_rows = (
-        {"item": items.items | "KeyItems2" >> beam.Map(lambda it: (it.item_id, it)),
-         "count": train_counts}
-        | "JoinCounts" >> beam.CoGroupByKey()
-        | "ItemWithCount" >> beam.Map(_join_counts)
-    )
     item_shards = max(1, num_shards // 4)
     item_stats = (
-        item_rows
-        | "ShardItems" >> beam.Map(lambda r, n: (stable_shard(r[0].item_id, n), r), item_shards)
+        items.items
+        | "ShardItems" >> beam.Map(lambda it, n: (stable_shard(it.item_id, n), it), item_shards)
         | "GroupItemShards" >> beam.GroupByKey()
-        | "WriteItems" >> beam.ParDo(WriteItemShard(output_dir, item_shards))
-        | "ItemStatKey" >> beam.Map(lambda kv: ("items_kept", kv[1]))
+        | "WriteItems" >> beam.ParDo(WriteItemShard(output_dir, item_shards), train_counts)
     )
     tables = (
-        item_rows
+        items.items
         | "AllItems" >> beam.combiners.ToList()
-        | "WriteTables" >> beam.Map(_write_tables, output_dir)
+        | "WriteTables" >> beam.Map(_write_tables, output_dir, train_counts)
     )
-
-    dead = (events_dead, items_dead, follows_dead, items[DEAD], known[DEAD], shards[DEAD]) | "AllDead" >> beam.Flatten()
-    _ = (
-        dead
-        | "DeadJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
-        | "WriteDead" >> beam.io.WriteToText(
-            FileSystems.join(output_dir, features.DEAD_LETTER), file_name_suffix=".jsonl"
-        )
-    )
-    dead_counts = (
-        dead
-        | "DeadKey" >> beam.Map(lambda d: (f"{d['kind']}/{d['reason']}", 1))
-        | "DeadCounts" >> beam.CombineGlobally(SumDict())
-    )
-    stats = (
-        (events_stats, items_stats, follows_stats, shards[STATS], written[STATS], item_stats)
-        | "AllStats" >> beam.Flatten()
-        | "SumStats" >> beam.CombineGlobally(SumDict())
-    )
+    # Per-stage dead letters and stats meet only as side inputs of the
+    # manifest writer: no Flatten anywhere (see ShardUserRecords).
+    dead = {"Items": items_dead, "ItemDuplicates": items[DEAD], "Users": users_dead, "Dedup": shards[DEAD]}
+    parts = {f"dead_{label}": beam.pvalue.AsSingleton(_dead_letters(pc, label, output_dir))
+             for label, pc in dead.items()}
+    stage_stats = {"Items": items_stats, "Users": users_stats, "Dedup": shards[STATS],
+                   "Examples": written[STATS], "ItemTable": item_stats}
+    parts.update({f"stats_{label}": beam.pvalue.AsSingleton(_sum_dict(pc, f"Stats{label}"))
+                  for label, pc in stage_stats.items()})
     manifest = pipeline | "ManifestSeed" >> beam.Create([None]) | "WriteManifest" >> beam.Map(
-        _write_manifest,
-        output_dir,
-        config_to_dict(cfg),
-        beam.pvalue.AsSingleton(stats),
-        beam.pvalue.AsSingleton(dead_counts),
-        beam.pvalue.AsSingleton(cutoff),
-        beam.pvalue.AsSingleton(tables),
-        paths,
+        _write_manifest, output_dir, config_to_dict(cfg), beam.pvalue.AsSingleton(cutoff),
+        beam.pvalue.AsSingleton(tables), paths, **parts,
     )
     return {"manifest": manifest, "dead": dead, "cutoff": cutoff}

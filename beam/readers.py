@@ -134,48 +134,62 @@ def iter_rows(path: str, fmt: TableFormat) -> Iterator[tuple[int, object, object
 
 
 class ReadRecords(beam.DoFn):
-    """Reads `(file_index, path)` and emits parsed records, dead letters, stats.
+    """Reads `(kind, file_index, path)` and emits records, dead letters, stats.
+
+    One DoFn reads every kind it is given, so records of several kinds can
+    leave it in one PCollection (see `beam/prepare.py`: a single producer
+    feeding a GroupByKey, no Flatten).
 
     Args:
-      kind: `events`, `items` or `follows`; names counters and dead letters.
-      mapper: `mapper(row_dict, file_index, line) -> record`, raising BadRow.
-      table_format: fixed format, or None to pick it from the file extension.
+      specs: kind (`events`, `items`, `follows`) -> `(mapper, table_format)`;
+        `mapper(row_dict, file_index, line) -> record` raises BadRow;
+        `table_format` None picks the format from the file extension.
     """
 
-    def __init__(self, kind: str, mapper: Callable, table_format: TableFormat | None = None):
-        self._kind = kind
-        self._mapper = mapper
-        self._format = table_format
+    def __init__(self, specs: dict[str, tuple[Callable, TableFormat | None]]):
+        self._specs = specs
 
-    def process(self, element):
-        file_index, path = element
-        fmt = self._format or format_for_path(path)
+    def route(self, kind: str, path: str, record, *side_inputs):
+        """Hook for subclasses: what to emit for a parsed record."""
+        yield record
+
+    def process(self, element, *side_inputs):
+        kind, file_index, path = element
+        mapper, fmt = self._specs[kind]
+        fmt = fmt or format_for_path(path)
         rows = 0
         for line, row, raw in iter_rows(path, fmt):
             rows += 1
             if row is None:
                 raw_bytes, err = raw
                 yield beam.pvalue.TaggedOutput(
-                    DEAD, dead_letter(self._kind, path, line, err.reason, err.detail, raw_bytes)
+                    DEAD, dead_letter(kind, path, line, err.reason, err.detail, raw_bytes)
                 )
                 continue
             try:
-                yield self._mapper(row, file_index, line)
+                record = mapper(row, file_index, line)
             except BadRow as err:
-                yield beam.pvalue.TaggedOutput(
-                    DEAD, dead_letter(self._kind, path, line, err.reason, err.detail, raw)
-                )
-        yield beam.pvalue.TaggedOutput(STATS, (f"{self._kind}_rows_in", rows))
+                yield beam.pvalue.TaggedOutput(DEAD, dead_letter(kind, path, line, err.reason, err.detail, raw))
+                continue
+            yield from self.route(kind, path, record, *side_inputs)
+        yield beam.pvalue.TaggedOutput(STATS, (f"{kind}_rows_in", rows))
         if rows == 0:
-            yield beam.pvalue.TaggedOutput(STATS, (f"{self._kind}_empty_files", 1))
+            yield beam.pvalue.TaggedOutput(STATS, (f"{kind}_empty_files", 1))
 
 
-def read_records(pipeline, label: str, paths: list[str], kind: str, mapper, table_format=None):
-    """Applies `ReadRecords` to a file list; returns `(records, dead, stats)`."""
-    files = pipeline | f"{label}Files" >> beam.Create(list(enumerate(paths)))
-    # Reshuffle so several files are read in parallel, not fused into Create.
-    files = files | f"{label}Spread" >> beam.Reshuffle()
-    out = files | f"{label}Read" >> beam.ParDo(
-        ReadRecords(kind, mapper, table_format)
-    ).with_outputs(DEAD, STATS, main="records")
+def read_records(pipeline, label: str, files: dict[str, list[str]], specs: dict, dofn=None, side_inputs=()):
+    """Reads `files` (kind -> paths) with `dofn` (default `ReadRecords(specs)`).
+
+    Returns:
+      `(records, dead, stats)` PCollections.
+    """
+    listing = [(kind, index, path) for kind in sorted(files) for index, path in enumerate(files[kind])]
+    out = (
+        pipeline
+        | f"{label}Files" >> beam.Create(listing)
+        # Reshuffle so several files are read in parallel, not fused into Create.
+        | f"{label}Spread" >> beam.Reshuffle()
+        | f"{label}Read" >> beam.ParDo(dofn or ReadRecords(specs), *side_inputs).with_outputs(
+            DEAD, STATS, main="records")
+    )
     return out.records, out[DEAD], out[STATS]

@@ -36,8 +36,10 @@ def overrides(events: int) -> list[str]:
 def run(size: int, workdir: pathlib.Path) -> dict:
     raw, out = workdir / f"raw-{size}", workdir / f"out-{size}"
     mer = [sys.executable, "-m", "mer"]
-    gen = run_measured(mer + ["synthesize", "--config", "synthetic-small", "--output_dir", str(raw)]
-                       + overrides(size) + WORKERS, stdout=subprocess.DEVNULL)
+    gen = {"seconds": float("nan")}
+    if not (raw / "world.json").exists():  # a kept --workdir reuses its world
+        gen = run_measured(mer + ["synthesize", "--config", "synthetic-small", "--output_dir", str(raw)]
+                           + overrides(size) + WORKERS, stdout=subprocess.DEVNULL)
     prep = run_measured(check=False, cmd=mer + ["prepare", "--config", "synthetic-small", "--output_dir", str(out),
                                              "--raw_dir", str(raw)] + overrides(size) + WORKERS,
                         stdout=subprocess.DEVNULL)

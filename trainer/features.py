@@ -62,7 +62,7 @@ VOCAB_TOPICS = "vocab/topics.txt"
 VOCAB_CATEGORICAL = "vocab/cat_{name}.txt"
 ITEM_COUNTS = "items/train_counts.tsv"
 CORPUS = "corpus/corpus.txt"
-DEAD_LETTER = "dead_letter/dead"
+DEAD_LETTER_DIR = "dead_letter"
 MANIFEST = "manifest.json"
 RESOLVED_CONFIG = "config.yaml"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -81,32 +82,35 @@ def _dead_key(d):
     return (d["kind"], d["file"].rsplit("/", 1)[-1], d["line"], d["reason"])
 
 
+EXPECTED_DEAD = {
+    "Items": [("items", "items.csv", 5, "bad_number"), ("items", "items.csv", 7, "missing_field")],
+    "ItemDuplicates": [("items", "items.csv", 6, "duplicate_item")],
+    "Users": [
+        ("events", "events-a.csv", 8, "unknown_item"),
+        ("events", "events-a.csv", 9, "bad_timestamp"),
+        ("events", "events-a.csv", 10, "missing_field"),
+        ("events", "events-a.csv", 11, "wrong_field_count"),
+        ("events", "events-a.csv", 12, "bad_encoding"),
+        ("events", "events-b.jsonl", 5, "bad_json"),
+        ("events", "events-b.jsonl", 6, "bad_json"),
+    ],
+    "Dedup": [
+        ("events", "events-a.csv", 5, "duplicate_user_item"),
+        ("events", "events-a.csv", 6, "duplicate_user_item"),
+        ("events", "events-a.csv", 7, "duplicate_user_item"),
+        ("events", "events-b.jsonl", 4, "duplicate_user_item"),
+        ("follows", "follows.csv", 3, "duplicate_follow"),
+    ],
+}
+
+
 def test_bad_rows_go_to_dead_letter_with_file_line_reason(generic_input):
     cfg, raw, out = generic_input
     with TestPipeline() as p:
         outputs = prepare.build_pipeline(p, cfg, str(out))
-        assert_that(
-            outputs["dead"] | "Key" >> __import__("apache_beam").Map(_dead_key),
-            equal_to(
-                [
-                    ("items", "items.csv", 5, "bad_number"),
-                    ("items", "items.csv", 6, "duplicate_item"),
-                    ("items", "items.csv", 7, "missing_field"),
-                    ("events", "events-a.csv", 5, "duplicate_user_item"),
-                    ("events", "events-a.csv", 6, "duplicate_user_item"),
-                    ("events", "events-a.csv", 7, "duplicate_user_item"),
-                    ("events", "events-a.csv", 8, "unknown_item"),
-                    ("events", "events-a.csv", 9, "bad_timestamp"),
-                    ("events", "events-a.csv", 10, "missing_field"),
-                    ("events", "events-a.csv", 11, "wrong_field_count"),
-                    ("events", "events-a.csv", 12, "bad_encoding"),
-                    ("events", "events-b.jsonl", 4, "duplicate_user_item"),
-                    ("events", "events-b.jsonl", 5, "bad_json"),
-                    ("events", "events-b.jsonl", 6, "bad_json"),
-                    ("follows", "follows.csv", 3, "duplicate_follow"),
-                ]
-            ),
-        )
+        for stage, expected in EXPECTED_DEAD.items():
+            assert_that(outputs["dead"][stage] | f"Key{stage}" >> beam.Map(_dead_key), equal_to(expected),
+                        label=f"Check{stage}")
     manifest = json.loads((out / "manifest.json").read_text())
     # Counts in = counts out + dead letter, exactly.
     assert manifest["balance"] == {
@@ -115,7 +119,7 @@ def test_bad_rows_go_to_dead_letter_with_file_line_reason(generic_input):
         "follows": {"in": 3, "kept": 2, "dead": 1, "ok": True},
     }
     assert manifest["counts"]["events_empty_files"] == 1
-    dead_files = list((out / "dead_letter").glob("dead-*.jsonl"))
+    dead_files = list((out / "dead_letter").glob("*.jsonl"))
     dead_rows = [json.loads(line) for f in dead_files for line in f.read_text().splitlines()]
     assert len(dead_rows) == 15
     bad_ts = next(d for d in dead_rows if d["reason"] == "bad_timestamp")
