@@ -36,7 +36,7 @@ def overrides(events: int) -> list[str]:
 def run(size: int, workdir: pathlib.Path) -> dict:
     raw, out = workdir / f"raw-{size}", workdir / f"out-{size}"
     mer = [sys.executable, "-m", "mer"]
-    gen = {"seconds": float("nan")}
+    gen = {"seconds": None}
     if not (raw / "world.json").exists():  # a kept --workdir reuses its world
         gen = run_measured(mer + ["synthesize", "--config", "synthetic-small", "--output_dir", str(raw)]
                            + overrides(size) + WORKERS, stdout=subprocess.DEVNULL)
@@ -51,7 +51,7 @@ def run(size: int, workdir: pathlib.Path) -> dict:
     events = manifest["counts"]["events_rows_in"]
     return {"target_events": size, "events": events,
             "examples": sum(v for k, v in manifest["counts"].items() if k.startswith("examples/")),
-            "generate_seconds": round(gen["seconds"], 1),
+            "generate_seconds": None if gen["seconds"] is None else round(gen["seconds"], 1),
             "prepare_seconds": round(prep["seconds"], 1),
             "events_per_second": round(events / prep["seconds"]),
             "peak_tree_rss_gib": round(prep["peak_tree_rss_gib"], 2),
