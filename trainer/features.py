@@ -20,7 +20,7 @@ oldest first, at most `history_length` long):
 
 Item table (one `tf.train.Example` per item):
 
-  item_id, topics bytes[t], content float[d] (empty if missing),
+  item_id, topics bytes[t], content float[d] (zeros where missing),
   cat_<name> bytes (empty if missing), features_valid int64,
   train_count int64, in_corpus int64
 """
