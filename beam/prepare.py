@@ -83,7 +83,7 @@ class ShardUserRecords(ReadRecords):
         self._paths = paths
         self._num_shards = num_shards
 
-    def route(self, kind, path, record, items):
+    def route(self, kind, record, items):
         if kind == "events" and record.item_id not in items:
             yield beam.pvalue.TaggedOutput(
                 DEAD,

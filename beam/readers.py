@@ -149,7 +149,7 @@ class ReadRecords(beam.DoFn):
     def __init__(self, specs: dict[str, tuple[Callable, TableFormat | None]]):
         self._specs = specs
 
-    def route(self, kind: str, path: str, record, *side_inputs):
+    def route(self, kind: str, record, *side_inputs):
         """Hook for subclasses: what to emit for a parsed record."""
         yield record
 
@@ -171,7 +171,7 @@ class ReadRecords(beam.DoFn):
             except BadRow as err:
                 yield beam.pvalue.TaggedOutput(DEAD, dead_letter(kind, path, line, err.reason, err.detail, raw))
                 continue
-            yield from self.route(kind, path, record, *side_inputs)
+            yield from self.route(kind, record, *side_inputs)
         yield beam.pvalue.TaggedOutput(STATS, (f"{kind}_rows_in", rows))
         if rows == 0:
             yield beam.pvalue.TaggedOutput(STATS, (f"{kind}_empty_files", 1))

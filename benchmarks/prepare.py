@@ -35,14 +35,15 @@ def overrides(events: int) -> list[str]:
 
 def run(size: int, workdir: pathlib.Path) -> dict:
     raw, out = workdir / f"raw-{size}", workdir / f"out-{size}"
-    mer = [sys.executable, "-m", "mer"]
+
+    def mer(stage: str, output_dir: pathlib.Path, *extra: str) -> list[str]:
+        return ([sys.executable, "-m", "mer", stage, "--config", "synthetic-small", "--output_dir",
+                 str(output_dir), *extra] + overrides(size) + WORKERS)
+
     gen = {"seconds": None}
     if not (raw / "world.json").exists():  # a kept --workdir reuses its world
-        gen = run_measured(mer + ["synthesize", "--config", "synthetic-small", "--output_dir", str(raw)]
-                           + overrides(size) + WORKERS, stdout=subprocess.DEVNULL)
-    prep = run_measured(check=False, cmd=mer + ["prepare", "--config", "synthetic-small", "--output_dir", str(out),
-                                             "--raw_dir", str(raw)] + overrides(size) + WORKERS,
-                        stdout=subprocess.DEVNULL)
+        gen = run_measured(mer("synthesize", raw), stdout=subprocess.DEVNULL)
+    prep = run_measured(mer("prepare", out, "--raw_dir", str(raw)), check=False, stdout=subprocess.DEVNULL)
     manifest = json.loads((out / "manifest.json").read_text())
     if prep.get("error"):
         return {"target_events": size, "error": prep["error"], "manifest_balance": manifest.get("balance"),

@@ -104,8 +104,7 @@ def _varint(value: int) -> bytes:
 
 
 def _len_field(tag: int, payload: bytes) -> bytes:
-    n = len(payload)
-    return b"%c%b%b" % (tag, _SMALL_VARINTS[n] if n < 16384 else _varint_slow(n), payload)
+    return b"%c%b%b" % (tag, _varint(len(payload)), payload)
 
 
 def bytes_piece(value: str) -> bytes:
@@ -152,7 +151,7 @@ def _bytes_list(values: Iterable[str]) -> bytes:
 
 
 def _single_bytes(value: str) -> bytes:
-    return _len_field(0x0A, _len_field(0x0A, value.encode("utf-8")))
+    return bytes_feature(bytes_piece(value))
 
 
 _KEY_FIELDS = {
@@ -211,7 +210,7 @@ def encode_item(
 ) -> bytes:
     """Serialises one item-table row as a `tf.train.Example`."""
     feats = {
-        ITEM_ID: _bytes_list([item_id]),
+        ITEM_ID: _single_bytes(item_id),
         ITEM_TOPICS: _bytes_list(topics),
         ITEM_CONTENT: float_feature(list(content)),
         ITEM_FEATURES_VALID: int64_feature([int(bool(features_valid))]),
@@ -219,7 +218,7 @@ def encode_item(
         ITEM_IN_CORPUS: int64_feature([int(train_count > 0)]),
     }
     for name, value in categorical.items():
-        feats[categorical_key(name)] = _bytes_list([value])
+        feats[categorical_key(name)] = _single_bytes(value)
     return encode_features(feats)
 
 
