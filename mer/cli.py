@@ -13,9 +13,9 @@ import logging
 import sys
 
 STAGES = ("synthesize", "prepare", "train", "evaluate", "export", "serve", "demo")
+# Stages with their own argument parser (also runnable as `python -m <module>`).
+DELEGATED = {"train": "trainer.task", "evaluate": "trainer.evaluate"}
 NOT_YET = {
-    "train": "issue 4 (training job)",
-    "evaluate": "issue 4 (evaluation)",
     "export": "the export issue (SPEC §2.4)",
     "serve": "the serving issue (SPEC §2.5)",
     "demo": "the one-command demo issue (SPEC §2.4-2.5)",
@@ -34,13 +34,19 @@ def _parser() -> argparse.ArgumentParser:
                              help="config override, e.g. data.history_length=20 (repeatable)")
     prep.add_argument("--raw_dir", default=None,
                       help="synthetic source: use already generated raw files instead of generating")
-    for stage in STAGES[2:]:
+    for stage, module in DELEGATED.items():
+        sub.add_parser(stage, add_help=False, help=f"`python -m {module}` (see `mer {stage} --help`)")
+    for stage in NOT_YET:
         sub.add_parser(stage, help=f"not available yet: {NOT_YET[stage]}")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     beam_args: list[str] = []
     if "--" in argv:
         cut = argv.index("--")

@@ -164,12 +164,33 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Optimisation settings."""
+    """The training job (`python -m trainer.task`).
+
+    Attributes:
+      batch_size: global batch (split over replicas).
+      epochs: maximum epochs; early stopping may end sooner.
+      steps_per_epoch: 0 = one pass over the training records.
+      validation_fraction: the last share (by target time) of the *training*
+        records held out for early stopping and the tuning metric; 0 = none.
+        The eval split is never read by the training job.
+      validation_k: K of the monitored validation HR@K.
+      validation_max_records: cap on validation records scored per epoch.
+      early_stopping_patience: epochs without a better validation HR@K.
+      checkpoint_every_steps: BackupAndRestore save frequency (steps).
+      log_every_steps: TensorBoard scalar frequency (steps).
+      seed: weights, shuffling and sampling seed.
+    """
 
     batch_size: int = 256
     learning_rate: float = 0.003
     epochs: int = 1
     steps_per_epoch: int = 0
+    validation_fraction: float = 0.05
+    validation_k: int = 50
+    validation_max_records: int = 5000
+    early_stopping_patience: int = 2
+    checkpoint_every_steps: int = 200
+    log_every_steps: int = 50
     seed: int = 0
 
 

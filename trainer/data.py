@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from trainer import features
 from trainer.layers._keras import tf
 
@@ -18,9 +20,19 @@ def pad_history(parsed: dict, history_length: int) -> dict:
     return out
 
 
-def build_dataset(pattern: str, batch_size: int, history_length: int, shuffle: bool = True,
-                  seed: int = 0, repeat: bool = False, drop_remainder: bool = True) -> tf.data.Dataset:
-    """Batched, parsed, padded examples from `pattern` (local or any gfile URI).
+def _in_time_range(time_range: tuple[int, int]):
+    lo, hi = time_range
+    spec = {features.TARGET_TIMESTAMP: tf.io.FixedLenFeature([], tf.int64)}
+
+    def keep(record):
+        ts = tf.io.parse_single_example(record, spec)[features.TARGET_TIMESTAMP]
+        return tf.logical_and(ts >= lo, ts < hi)
+
+    return keep
+
+
+def match_files(pattern: str) -> list[str]:
+    """Sorted files of a glob (local or any gfile URI).
 
     Raises:
       FileNotFoundError: the pattern matches no file.
@@ -28,13 +40,46 @@ def build_dataset(pattern: str, batch_size: int, history_length: int, shuffle: b
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"training data: pattern {pattern!r} matched no TFRecord files")
-    ds = tf.data.TFRecordDataset(files)
+    return files
+
+
+def target_timestamps(pattern: str) -> np.ndarray:
+    """All `target_timestamp`s of the matching records (one cheap pass)."""
+    spec = {features.TARGET_TIMESTAMP: tf.io.FixedLenFeature([], tf.int64)}
+    ds = tf.data.TFRecordDataset(match_files(pattern)).batch(8192).map(
+        lambda x: tf.io.parse_example(x, spec)[features.TARGET_TIMESTAMP])
+    parts = [b.numpy() for b in ds]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def build_dataset(pattern: str, batch_size: int, history_length: int, shuffle: bool = True,
+                  seed: int = 0, repeat: bool = False, drop_remainder: bool = True,
+                  time_range: tuple[int, int] | None = None, skip_batches: int = 0) -> tf.data.Dataset:
+    """Batched, parsed, padded examples from `pattern` (local or any gfile URI).
+
+    The order is a pure function of (files, seed): with `repeat`, batch j of
+    the stream is the same in every run, which is what lets a resumed job
+    `skip_batches` exactly the batches its checkpoint already trained on.
+
+    Args:
+      time_range: keep records with `lo <= target_timestamp < hi` (the
+        validation carve).
+      skip_batches: drop this many batches from the start of the stream.
+
+    Raises:
+      FileNotFoundError: the pattern matches no file.
+    """
+    ds = tf.data.TFRecordDataset(match_files(pattern))
+    if time_range is not None:
+        ds = ds.filter(_in_time_range(time_range))
     if shuffle:
         ds = ds.shuffle(20_000, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     spec = features.example_feature_spec()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if skip_batches:
+        ds = ds.skip(skip_batches)
     ds = ds.map(lambda x: pad_history(tf.io.parse_example(x, spec), history_length),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -69,6 +69,14 @@ class MultiEmbeddingModel(tfrs.Model):
         self.task = tfrs.tasks.Retrieval(temperature=cfg.temperature, remove_accidental_hits=True)
         self.diag = {name: keras.metrics.Mean(name=name) for name in
                      ("pairwise_cosine", "routing_entropy", "masked_fraction")}
+        # Training audit, checkpointed with the model: how many examples the
+        # weights have been trained on and an order-free checksum of which
+        # ones (sum of 2^20-bucket hashes of user|timestamp; exact in
+        # float64 up to ~8e9 examples). A job resumed after preemption must
+        # end with the same pair as an uninterrupted one.
+        audit = dict(trainable=False, dtype=tf.float64, aggregation=tf.VariableAggregation.SUM)
+        self.trained_examples = tf.Variable(0.0, name="trained_examples", **audit)
+        self.trained_checksum = tf.Variable(0.0, name="trained_checksum", **audit)
 
     @staticmethod
     def _interest_module(cfg, table, concepts, seed):
@@ -181,8 +189,25 @@ class MultiEmbeddingModel(tfrs.Model):
         self.diag["routing_entropy"].update_state(
             diagnostics.routing_entropy(user["importance"], user["mask"]))
         self.diag["masked_fraction"].update_state(diagnostics.masked_fraction(user["mask"]))
+        if training:
+            key = tf.strings.join([inputs[features.USER_ID], tf.strings.as_string(
+                inputs[features.TARGET_TIMESTAMP])], "|")
+            hashes = tf.cast(tf.strings.to_hash_bucket_fast(key, 1 << 20), tf.float64)
+            self.trained_examples.assign_add(tf.cast(tf.size(hashes), tf.float64))
+            self.trained_checksum.assign_add(tf.reduce_sum(hashes))
         return self.task(chosen["selected"], target, candidate_sampling_probability=probability,
                          candidate_ids=target_ids, compute_metrics=False)
+
+
+def create_variables(model: MultiEmbeddingModel, batch: dict) -> None:
+    """Creates every weight (and the optimizer's slots) without training, so
+    a checkpoint can be restored into the model before `fit`."""
+    model.item_embeddings(batch[features.TARGET_ITEM_ID])
+    model.user_embeddings(batch, training=False)
+    model.frequency(batch[features.TARGET_ITEM_ID], training=False)
+    model.built = True
+    if getattr(model, "optimizer", None) is not None:
+        model.optimizer.build(model.trainable_variables)
 
 
 def build_model(cfg: ModelConfig, table: ItemTable, seed: int = 0) -> MultiEmbeddingModel:

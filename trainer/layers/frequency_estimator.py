@@ -20,6 +20,11 @@ class StreamingFrequencyEstimator(keras.layers.Layer):
     sequential updates with gaps (t - A, 0, 0, ...) weight the one non-zero
     gap by its position in the batch (12% bias at 26 per batch, measured).
 
+    Distributed training: the state is a mirrored variable with aggregation
+    ONLY_FIRST_REPLICA and every replica updates it with the all-gathered
+    buckets of the global batch, so all copies stay identical and the step
+    counts global batches (what p is defined over).
+
     Call args: `ids [B]` string item ids; `training` updates the state.
     Returns: `[B]` float32 estimated per-batch sampling probability.
     """
@@ -31,20 +36,25 @@ class StreamingFrequencyEstimator(keras.layers.Layer):
         self.initial_gap = initial_gap
 
     def build(self, input_shape):
-        self.last_step = self.add_weight("last_step", shape=(self.num_buckets,), dtype=tf.float32,
-                                         initializer="zeros", trainable=False)
-        self.gap = self.add_weight("gap", shape=(self.num_buckets,), dtype=tf.float32,
-                                   initializer=keras.initializers.Constant(self.initial_gap),
-                                   trainable=False)
-        self.step = self.add_weight("step", shape=(), dtype=tf.float32, initializer="zeros",
-                                    trainable=False)
+        state = dict(dtype=tf.float32, trainable=False,
+                     synchronization=tf.VariableSynchronization.ON_WRITE,
+                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.last_step = self.add_weight("last_step", shape=(self.num_buckets,), initializer="zeros",
+                                         **state)
+        self.gap = self.add_weight("gap", shape=(self.num_buckets,),
+                                   initializer=keras.initializers.Constant(self.initial_gap), **state)
+        self.step = self.add_weight("step", shape=(), initializer="zeros", **state)
         super().build(input_shape)
 
     def call(self, ids, training=None):
         buckets = tf.strings.to_hash_bucket_fast(ids, self.num_buckets)
         if training:
+            seen = buckets
+            replica = tf.distribute.get_replica_context()
+            if replica is not None and replica.num_replicas_in_sync > 1:
+                seen = replica.all_gather(buckets, axis=0)
             step = self.step.assign_add(1.0)
-            unique, position, counts = tf.unique_with_counts(buckets)
+            unique, _, counts = tf.unique_with_counts(seen)
             counts = tf.cast(counts, tf.float32)
             elapsed = step - tf.gather(self.last_step, unique)
             keep = tf.pow(1.0 - self.alpha, counts)

@@ -1,0 +1,171 @@
+"""Reference baselines any user could pick instead of a two-tower model.
+
+All three score the same records over the same corpus as the model, through
+`trainer.evaluation.evaluate_scorer` (SPEC §6), from the prepared artifacts:
+
+* `Popularity`: training engagement counts.
+* `CoOccurrence`: C[i, j] = times i and j stand within `window` positions of
+  each other in one user's chronological training sequence; rows normalised
+  to sum 1 (P); score(j) = sum of P[h, j] over the record's history items h,
+  plus popularity / 1e9 as a tie-breaker.
+* `ALS`: implicit-feedback ALS (the `implicit` package, a benchmark-only
+  dependency: `pip install -e .[bench]`); a record's user vector is solved
+  from its history alone (`recalculate_user`), hyperparameters picked on a
+  validation split carved from the end of the training data (`tune_als`).
+
+Training sequences are rebuilt from the training examples: example n's
+history ends with event n-1 and its target is event n, so following
+target-after-last-history links from the user's first example recovers the
+exact SPEC §6 order (items are unique per user after de-duplication).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import numpy as np
+
+from trainer import features
+from trainer.evaluation import Corpus, evaluate_scorer, iter_records
+
+
+def training_sequences(pattern: str, history_length: int = 50,
+                       time_range: tuple[int, int] | None = None) -> list[list[bytes]]:
+    """Chronological item sequences per user from training examples.
+
+    Raises:
+      ValueError: the examples do not form one chain per user.
+    """
+    nxt: dict[bytes, dict[bytes, bytes]] = {}
+    first: dict[bytes, bytes] = {}
+    for batch in iter_records(pattern, 4096, history_length, time_range=time_range):
+        users = batch[features.USER_ID].tolist()
+        targets = batch[features.TARGET_ITEM_ID].tolist()
+        history = batch[features.HISTORY_ITEM_IDS]
+        length = (history != b"").sum(axis=1)
+        for u, t, h, n in zip(users, targets, history, length):
+            if n == 0:
+                continue
+            links = nxt.setdefault(u, {})
+            links[h[n - 1]] = t
+            if n == 1:
+                first[u] = h[0]
+    sequences = []
+    for user, links in nxt.items():
+        if user not in first:
+            raise ValueError(f"training examples of user {user!r}: no example with a 1-item history "
+                             f"(expected with data.min_history=1)")
+        item, seq = first[user], [first[user]]
+        while item in links and len(seq) <= len(links):
+            item = links[item]
+            seq.append(item)
+        if len(seq) != len(links) + 1:
+            raise ValueError(f"training examples of user {user!r} do not chain into one sequence")
+        sequences.append(seq)
+    return sequences
+
+
+def _columns(corpus: Corpus, sequences: list[list[bytes]]) -> list[np.ndarray]:
+    cols = [corpus.columns(np.asarray(s, object)) for s in sequences]
+    return [c[c >= 0] for c in cols]
+
+
+def _history_matrix(corpus: Corpus, batch: dict):
+    from scipy import sparse
+
+    cols = corpus.columns(batch[features.HISTORY_ITEM_IDS])
+    rows = np.repeat(np.arange(len(cols)), cols.shape[1])
+    flat = cols.reshape(-1)
+    keep = flat >= 0
+    data = np.ones(int(keep.sum()), np.float32)
+    return sparse.csr_matrix((data, (rows[keep], flat[keep])), shape=(len(cols), len(corpus.ids)))
+
+
+class Popularity:
+    """Most engaged corpus items first (training counts)."""
+
+    def __init__(self, corpus: Corpus):
+        self.scores = corpus.popularity.astype(np.float32)
+
+    def __call__(self, batch: dict) -> np.ndarray:
+        return np.tile(self.scores, (len(batch[features.USER_ID]), 1))
+
+
+class CoOccurrence:
+    """Windowed item co-occurrence, row-normalised (see module docstring)."""
+
+    def __init__(self, corpus: Corpus, sequences: list[list[bytes]], window: int = 10):
+        from scipy import sparse
+
+        rows, cols = [], []
+        for seq in _columns(corpus, sequences):
+            for offset in range(1, window + 1):
+                if len(seq) > offset:
+                    rows += [seq[:-offset], seq[offset:]]
+                    cols += [seq[offset:], seq[:-offset]]
+        n = len(corpus.ids)
+        if rows:
+            r, c = np.concatenate(rows), np.concatenate(cols)
+        else:
+            r = c = np.zeros(0, np.int64)
+        counts = sparse.csr_matrix((np.ones(len(r), np.float64), (r, c)), shape=(n, n))
+        counts.sum_duplicates()
+        totals = np.asarray(counts.sum(axis=1)).ravel()
+        self.p = sparse.diags(1.0 / np.maximum(totals, 1.0)) @ counts
+        self.tie = (corpus.popularity / max(corpus.popularity.max(), 1.0) * 1e-9).astype(np.float64)
+        self.corpus = corpus
+
+    def __call__(self, batch: dict) -> np.ndarray:
+        h = _history_matrix(self.corpus, batch)
+        return np.asarray((h @ self.p).todense()) + self.tie[None, :]
+
+
+class ALS:
+    """Implicit-feedback ALS; user vectors solved from the record's history."""
+
+    def __init__(self, corpus: Corpus, sequences: list[list[bytes]], factors: int = 64,
+                 regularization: float = 0.1, alpha: float = 10.0, iterations: int = 15, seed: int = 0):
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        from implicit.cpu.als import AlternatingLeastSquares
+        from scipy import sparse
+
+        seqs = _columns(corpus, sequences)
+        rows = np.concatenate([np.full(len(s), u) for u, s in enumerate(seqs)]) if seqs else np.zeros(0, int)
+        cols = np.concatenate(seqs) if seqs else np.zeros(0, int)
+        matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
+                                   shape=(len(seqs), len(corpus.ids)))
+        self.model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
+                                             iterations=iterations, random_state=seed)
+        self.model.fit(matrix, show_progress=False)
+        self.corpus = corpus
+        self.params = {"factors": factors, "regularization": regularization, "alpha": alpha,
+                       "iterations": iterations}
+
+    def __call__(self, batch: dict) -> np.ndarray:
+        h = _history_matrix(self.corpus, batch)
+        users = self.model.recalculate_user(np.arange(h.shape[0]), h)
+        return users @ self.model.item_factors.T
+
+
+ALS_GRID = {"factors": (64, 128, 256), "regularization": (0.001, 0.01, 0.1), "alpha": (0.5, 1.0, 4.0)}
+
+
+def tune_als(corpus: Corpus, pattern: str, split: dict, history_length: int = 50, k: int = 50,
+             grid: dict = ALS_GRID, seed: int = 0, max_records: int = 5000) -> tuple[dict, list[dict]]:
+    """Grid search on the validation carve (`trainer.task.validation_split`):
+    fit on training sequences before the cutoff, HR@k on the records after.
+
+    Returns: the best parameters and every trial's result.
+    """
+    sequences = training_sequences(pattern, history_length, split["train_range"])
+    trials = []
+    for values in itertools.product(*grid.values()):
+        params = dict(zip(grid, values))
+        model = ALS(corpus, sequences, seed=seed, **params)
+        records = iter_records(pattern, 512, history_length, time_range=split["validation_range"],
+                               limit=max_records)
+        ranks = evaluate_scorer(model, corpus, records, coverage_k=1).ranks
+        trials.append({**params, f"val_hr_at_{k}": float((ranks <= k).mean())})
+    best = max(trials, key=lambda t: t[f"val_hr_at_{k}"])
+    return {p: best[p] for p in grid}, trials

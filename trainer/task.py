@@ -1,0 +1,229 @@
+"""The training job: `python -m trainer.task --data_dir <prepared> [...]`.
+
+Runs the same way locally, as a Vertex AI custom job and as a Kubeflow
+TFJob (specs under `deploy/`); see `trainer/runtime.py` for the environment
+it reads. What it does:
+
+1. Carves a validation split from the *training* records: the last
+   `train.validation_fraction` of them by target time. The eval split is
+   never read here.
+2. Trains with `Model.fit` under the strategy the cluster calls for
+   (MultiWorkerMirroredStrategy for >= 2 workers), on a repeated stream whose
+   order is a pure function of the seed.
+3. Preemption: `BackupAndRestore` saves every `train.checkpoint_every_steps`
+   steps; on restart the model, optimizer, frequency estimator and step
+   counters come back from it, and the input stream skips exactly the
+   batches already trained, so no example of the resumed epoch is trained
+   twice and none is skipped (Keras alone would replay the epoch's first
+   batches). Work after the last backup is lost and redone.
+4. Each epoch: exact validation HR@K (SPEC §6 scoring) and the collapse
+   diagnostics go to the Keras logs, TensorBoard and the tuning metric file;
+   early stopping keeps the best weights.
+5. Writes `<model_dir>/checkpoint/`, `config.yaml`, `training.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
+from trainer import features, runtime
+from trainer.config import MerConfig, config_to_dict, load_config
+
+
+def _pattern(data_dir: str, cfg: MerConfig) -> str:
+    split = features.TRAIN_EXPLICIT if cfg.model.kind == "cr" else features.TRAIN_IMPLICIT
+    return f"{data_dir.rstrip('/')}/{split}-*{features.TFRECORD_SUFFIX}"
+
+
+def validation_split(timestamps, fraction: float) -> dict:
+    """Time ranges of the training and validation records.
+
+    The cutoff is `numpy.quantile(timestamps, 1 - fraction)`; records at or
+    after it validate. Returns counts and `[lo, hi)` ranges.
+
+    Raises:
+      ValueError: the fraction leaves no training or no validation record.
+    """
+    import numpy as np
+
+    if not len(timestamps):
+        raise ValueError("training data: no records")
+    lo, hi = int(timestamps.min()), int(timestamps.max()) + 1
+    if fraction <= 0:
+        return {"train_range": None, "validation_range": None, "train_records": int(len(timestamps)),
+                "validation_records": 0, "cutoff": None}
+    if not 0 < fraction < 1:
+        raise ValueError(f"train.validation_fraction={fraction}: expected 0 <= value < 1")
+    cutoff = int(np.ceil(np.quantile(timestamps, 1 - fraction)))
+    n_val = int((timestamps >= cutoff).sum())
+    n_train = int(len(timestamps) - n_val)
+    if not n_val or not n_train:
+        raise ValueError(f"train.validation_fraction={fraction} leaves {n_train} training and {n_val} "
+                         f"validation records out of {len(timestamps)}; pick another fraction or 0")
+    return {"train_range": (lo, cutoff), "validation_range": (cutoff, hi), "train_records": n_train,
+            "validation_records": n_val, "cutoff": cutoff}
+
+
+def resume_position(checkpoint_dir: str, steps_per_epoch: int) -> dict:
+    """Where a BackupAndRestore checkpoint left off (what Keras will resume).
+
+    Returns `{"epoch", "step", "batches_done"}`; zeros when there is none.
+    """
+    import tensorflow as tf
+
+    path = tf.train.latest_checkpoint(f"{checkpoint_dir}/chief")
+    if not path:
+        return {"epoch": 0, "step": 0, "batches_done": 0}
+    reader = tf.train.load_checkpoint(path)
+    epoch = int(reader.get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    batch = int(reader.get_tensor("ckpt_saved_batch/.ATTRIBUTES/VARIABLE_VALUE"))
+    if batch < 0:  # saved at an epoch end
+        epoch, step = epoch + 1, 0
+    elif batch == steps_per_epoch - 1:
+        epoch, step = epoch + 1, 0
+    else:
+        step = batch + 1
+    return {"epoch": epoch, "step": step, "batches_done": epoch * steps_per_epoch + step}
+
+
+def weights_digest(model) -> str:
+    """SHA-256 over the bytes of every trainable weight (replicas must agree)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for weight in sorted(model.trainable_weights, key=lambda w: w.name):
+        digest.update(weight.name.encode())
+        digest.update(weight.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _validation_callback(model, corpus, data_dir, cfg, split):
+    from trainer.evaluation import ModelScorer, evaluate_scorer, iter_records
+    from trainer.layers._keras import keras
+
+    k = cfg.train.validation_k
+    key = f"val_hr_at_{k}"
+
+    class ValidationHitRate(keras.callbacks.Callback):
+        """Exact HR@K on the validation carve, into the epoch logs."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            scorer = ModelScorer(model, corpus)
+            records = iter_records(_pattern(data_dir, cfg), 256, cfg.data.history_length,
+                                   time_range=split["validation_range"],
+                                   limit=cfg.train.validation_max_records)
+            ranks = evaluate_scorer(scorer, corpus, records, coverage_k=1).ranks
+            if logs is not None:
+                logs[key] = float((ranks <= k).mean())
+
+    return key, ValidationHitRate()
+
+
+def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2) -> dict:
+    """Trains `cfg` on the prepared data in `data_dir`; returns the summary."""
+    import numpy as np
+
+    from trainer.data import build_dataset, target_timestamps
+    from trainer.evaluation import load_corpus
+    from trainer.item_table import load_item_table
+    from trainer.layers._keras import keras, tf
+    from trainer.model import build_model, create_variables
+    from trainer.model_io import sample_batch, save_trained
+
+    started = time.time()
+    strategy = runtime.make_strategy(rt)
+    keras.utils.set_random_seed(cfg.train.seed)
+    pattern = _pattern(data_dir, cfg)
+    split = validation_split(target_timestamps(pattern), cfg.train.validation_fraction)
+    batch = cfg.train.batch_size
+    steps = cfg.train.steps_per_epoch or max(1, split["train_records"] // batch)
+    resume = resume_position(rt.checkpoint_dir, steps)
+    data = build_dataset(pattern, batch, cfg.data.history_length, shuffle=True, seed=cfg.train.seed,
+                         repeat=True, time_range=split["train_range"], skip_batches=resume["batches_done"])
+    if rt.num_workers >= 2:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        data = data.with_options(options)
+    table = load_item_table(data_dir)
+    with strategy.scope():
+        model = build_model(cfg.model, table, cfg.train.seed)
+        model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
+        create_variables(model, sample_batch(data_dir, cfg))
+
+    callbacks = [keras.callbacks.BackupAndRestore(rt.checkpoint_dir, save_freq=cfg.train.checkpoint_every_steps)]
+    monitor = None
+    if split["validation_range"] is not None:
+        monitor, validate = _validation_callback(model, load_corpus(data_dir), data_dir, cfg, split)
+        callbacks += [validate, keras.callbacks.EarlyStopping(
+            monitor=monitor, mode="max", patience=cfg.train.early_stopping_patience,
+            restore_best_weights=True, verbose=1)]
+    callbacks.append(keras.callbacks.TensorBoard(runtime.worker_dir(rt.tensorboard_dir, rt),
+                                                 update_freq=cfg.train.log_every_steps))
+    if resume["batches_done"]:
+        print(f"trainer.task: resuming from {rt.checkpoint_dir} at epoch {resume['epoch']} step "
+              f"{resume['step']}; skipping the {resume['batches_done']} batches already trained", flush=True)
+    history = model.fit(data, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks,
+                        verbose=verbose)
+    logs = {k: [float(v) for v in values] for k, values in history.history.items()}
+    best = None
+    if monitor and logs.get(monitor):
+        best = float(np.max(logs[monitor]))
+        runtime.report_hp_metric(rt, monitor, best, int(model.optimizer.iterations.numpy()))
+    summary = {
+        "config": cfg.name, "kind": cfg.model.kind, "data_dir": data_dir,
+        "records": {"train": split["train_records"], "validation": split["validation_records"]},
+        "validation_cutoff": split["cutoff"], "steps_per_epoch": steps,
+        "epochs_run_this_process": len(next(iter(logs.values()), [])),
+        "optimizer_steps": int(model.optimizer.iterations.numpy()),
+        "resumed": resume, "monitor": monitor, "best_validation": best, "history": logs,
+        "trained_examples": float(model.trained_examples.numpy()),
+        "trained_checksum": float(model.trained_checksum.numpy()),
+        "weights_sha256": weights_digest(model),
+        "strategy": type(strategy).__name__, "workers": max(1, rt.num_workers),
+        "seconds": round(time.time() - started, 1), "resolved_config": config_to_dict(cfg),
+    }
+    write_dir = runtime.worker_dir(rt.model_dir, rt)
+    save_trained(model, cfg, rt.model_dir, summary, write_dir)
+    for scratch in {write_dir, runtime.worker_dir(rt.tensorboard_dir, rt)} - {rt.model_dir, rt.tensorboard_dir}:
+        if tf.io.gfile.exists(scratch):
+            tf.io.gfile.rmtree(scratch)
+    return summary
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trainer.task", description=__doc__.split("\n")[0])
+    p.add_argument("--data_dir", required=True, help="prepared data (`mer prepare` output; any gfile URI)")
+    p.add_argument("--config", default="synthetic-small", help="preset name or YAML path")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--model_dir", "--job-dir", "--job_dir", dest="model_dir", default=None,
+                   help="default: $AIP_MODEL_DIR, else runs/model")
+    p.add_argument("--checkpoint_dir", default=None, help="default: $AIP_CHECKPOINT_DIR, else <model_dir>/backup")
+    p.add_argument("--tensorboard_dir", default=None,
+                   help="default: $AIP_TENSORBOARD_LOG_DIR, else <model_dir>/logs")
+    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+        rt = runtime.resolve(args.model_dir, args.checkpoint_dir, args.tensorboard_dir)
+        summary = train(cfg, args.data_dir, rt, args.verbose)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"trainer.task: error: {err}", file=sys.stderr)
+        return 2
+    best = summary["best_validation"]
+    role = f"{rt.task_type}:{rt.task_index}"
+    print(f"trainer.task [{role}]: {summary['kind']} trained {summary['optimizer_steps']} steps "
+          f"({summary['trained_examples']:.0f} examples) in {summary['seconds']} s; "
+          f"{summary['monitor']}={best}; weights sha256 {summary['weights_sha256']}"
+          + (f"; model in {rt.model_dir}" if rt.is_chief else ""), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
