@@ -17,6 +17,8 @@ INSTALL_REQUIRES = [
     "pyyaml",
 ]
 
+BENCH = ["implicit==0.7.2", "scipy"]
+
 setup(
     name="mer",
     version="0.1.0",
@@ -24,6 +26,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["trainer*", "serving*", "beam*", "export*", "mer*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest", "pytest-timeout"]},
+    # bench: reference baselines of benchmarks/quality.py (ALS, co-occurrence).
+    extras_require={"bench": BENCH, "test": ["pytest", "pytest-timeout", *BENCH]},
     entry_points={"console_scripts": ["mer=mer.cli:main"]},
 )

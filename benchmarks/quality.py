@@ -90,7 +90,21 @@ def _load(path: pathlib.Path):
                          coverage=coverage or None, diversity=z["diversity"])
 
 
-def run_model(dataset, data_dir, base_overrides, name, overrides, seed, epochs, work, corpus, truth):
+def add(rows: dict, name: str, runs: list, ks) -> None:
+    """A table row from the runs that exist (a cached-only pass may lack some)."""
+    runs = [r for r in runs if r is not None]
+    if runs:
+        rows[name] = summarize(runs, ks)
+
+
+def summarize(runs, ks):
+    from trainer.evaluation import summarize as pooled
+
+    return pooled(runs, ks)
+
+
+def run_model(dataset, data_dir, base_overrides, name, overrides, seed, epochs, work, corpus, truth,
+              cached_only=False):
     from trainer import runtime
     from trainer.config import load_config
     from trainer.evaluate import evaluate_model
@@ -101,6 +115,8 @@ def run_model(dataset, data_dir, base_overrides, name, overrides, seed, epochs, 
     path = work / dataset / "runs" / name.replace(" ", "_").replace("/", "-") / f"seed{seed}"
     if (path / "ranks.npz").exists():
         return _load(path)
+    if cached_only:
+        return None
     keras.backend.clear_session()
     cfg = load_config(DATASETS[dataset], base_overrides + overrides +
                       [f"train.seed={seed}", f"train.epochs={epochs}"])
@@ -181,15 +197,15 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default="synthetic,ml-100k,movielens-small")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tables", default="main,ablation,cr")
-    parser.add_argument("--movielens_variants", default="single,mind,dcm",
-                        help="Table 1 rows trained on MovieLens (all run on the synthetic world)")
-    parser.add_argument("--movielens_tables", default="main", help="tables run on MovieLens")
+    parser.add_argument("--variants", default=",".join(MAIN), help="Table 1 rows to train")
+    parser.add_argument("--cached_only", action="store_true",
+                        help="train nothing: tabulate the runs already cached under --work")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--work", default="runs/quality")
     parser.add_argument("--out", default="benchmarks/results/quality.json")
     parser.add_argument("--docs", default="docs/results.md")
     args = parser.parse_args(argv)
-    from trainer.evaluation import load_corpus, load_truth, summarize
+    from trainer.evaluation import load_corpus, load_truth
     from trainer.evaluate import overlap, truth_pattern
     from trainer.model_io import load_trained
 
@@ -206,27 +222,27 @@ def main(argv=None) -> int:
         ks = (20, 50, 100, 200)
         entry = {"prepared": data_dir, "corpus": len(corpus.ids), "base_overrides": base, "tables": {}}
         report["datasets"][dataset] = entry
-        ds_tables = tables if synthetic else [t for t in tables if t in args.movielens_tables.split(",")]
+        ds_tables = tables
         if "main" in ds_tables:
             rows = {}
             for name, runs in run_baselines(dataset, data_dir, work, corpus, truth, seeds).items():
                 rows[name] = summarize(runs, ks)
-            variants = MAIN if synthetic else {v: MAIN[v] for v in args.movielens_variants.split(",")}
-            for name, overrides in variants.items():
-                runs = [run_model(dataset, data_dir, base, name, overrides, s, args.epochs, work, corpus, truth)
-                        for s in seeds]
-                rows[name] = summarize(runs, ks)
+            for name in args.variants.split(","):
+                add(rows, name, [run_model(dataset, data_dir, base, name, MAIN[name], s, args.epochs, work, corpus,
+                                           truth, args.cached_only) for s in seeds], ks)
             entry["tables"]["main"] = rows
         if "ablation" in ds_tables:
-            entry["tables"]["ablation"] = {
-                name: summarize([run_model(dataset, data_dir, base, name, o, s, args.epochs, work, corpus, truth)
-                                 for s in seeds], ks) for name, o in ABLATION.items()}
+            rows = {}
+            for name, overrides in ABLATION.items():
+                add(rows, name, [run_model(dataset, data_dir, base, name, overrides, s, args.epochs, work, corpus,
+                                           truth, args.cached_only) for s in seeds], ks)
+            entry["tables"]["ablation"] = rows
         if "cr" in ds_tables:
             rows = {}
             for name, (association, overrides) in CR.items():
                 cr_dir, cr_base = prepare(dataset, work, association)
-                rows[name] = summarize([run_model(dataset, cr_dir, cr_base, name, overrides, s, args.epochs,
-                                                  work, corpus, truth) for s in seeds], ks)
+                add(rows, name, [run_model(dataset, cr_dir, cr_base, name, overrides, s, args.epochs,
+                                           work, corpus, truth, args.cached_only) for s in seeds], ks)
             entry["tables"]["cr"] = rows
             dcm_dir = work / dataset / "runs" / "dcm" / f"seed{seeds[0]}" / "model"
             cr_dir = work / dataset / "runs" / "cr_source-interest" / f"seed{seeds[0]}" / "model"

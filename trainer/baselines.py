@@ -31,8 +31,8 @@ from trainer.evaluation import Corpus, evaluate_scorer, iter_records
 
 
 def training_sequences(pattern: str, history_length: int = 50,
-                       time_range: tuple[int, int] | None = None) -> list[list[bytes]]:
-    """Chronological item sequences per user from training examples.
+                       time_range: tuple[int, int] | None = None) -> dict[bytes, list[bytes]]:
+    """Chronological item sequence of every user with a training example.
 
     Raises:
       ValueError: the examples do not form one chain per user.
@@ -51,7 +51,7 @@ def training_sequences(pattern: str, history_length: int = 50,
             links[h[n - 1]] = t
             if n == 1:
                 first[u] = h[0]
-    sequences = []
+    sequences = {}
     for user, links in nxt.items():
         if user not in first:
             raise ValueError(f"training examples of user {user!r}: no example with a 1-item history "
@@ -62,11 +62,13 @@ def training_sequences(pattern: str, history_length: int = 50,
             seq.append(item)
         if len(seq) != len(links) + 1:
             raise ValueError(f"training examples of user {user!r} do not chain into one sequence")
-        sequences.append(seq)
+        sequences[user] = seq
     return sequences
 
 
-def _columns(corpus: Corpus, sequences: list[list[bytes]]) -> list[np.ndarray]:
+def _columns(corpus: Corpus, sequences) -> list[np.ndarray]:
+    if isinstance(sequences, dict):
+        sequences = list(sequences.values())
     cols = [corpus.columns(np.asarray(s, object)) for s in sequences]
     return [c[c >= 0] for c in cols]
 
@@ -95,7 +97,7 @@ class Popularity:
 class CoOccurrence:
     """Windowed item co-occurrence, row-normalised (see module docstring)."""
 
-    def __init__(self, corpus: Corpus, sequences: list[list[bytes]], window: int = 10):
+    def __init__(self, corpus: Corpus, sequences, window: int = 10):
         from scipy import sparse
 
         rows, cols = [], []
@@ -124,7 +126,7 @@ class CoOccurrence:
 class ALS:
     """Implicit-feedback ALS; user vectors solved from the record's history."""
 
-    def __init__(self, corpus: Corpus, sequences: list[list[bytes]], factors: int = 64,
+    def __init__(self, corpus: Corpus, sequences, factors: int = 64,
                  regularization: float = 0.1, alpha: float = 10.0, iterations: int = 15, seed: int = 0):
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         from implicit.cpu.als import AlternatingLeastSquares

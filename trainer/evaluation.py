@@ -269,10 +269,12 @@ def summarize(runs: list[RecordResults], ks=MOVIELENS_KS, seed: int = 0) -> dict
     if first.coverage is not None:
         out["coverage"] = {}
         for tier in first.coverage:
-            pooled = np.nanmean(np.stack([r.coverage[tier] for r in runs]), axis=0) \
-                if not all(np.isnan(first.coverage[tier])) else first.coverage[tier]
-            out["coverage"][tier] = {"mean": float(np.nanmean(pooled)) if np.isfinite(pooled).any()
-                                     else float("nan"), "ci95": list(bootstrap_ci(pooled, seed=seed))}
+            # Per record, the mean over seeds (NaN where the user has no
+            # interest of this tier: the same records in every seed).
+            pooled = np.stack([r.coverage[tier] for r in runs]).mean(axis=0)
+            known = pooled[~np.isnan(pooled)]
+            out["coverage"][tier] = {"mean": float(known.mean()) if len(known) else float("nan"),
+                                     "users": int(len(known)), "ci95": list(bootstrap_ci(pooled, seed=seed))}
     if first.diversity is not None:
         out["topic_diversity"] = float(np.mean([r.diversity.mean() for r in runs]))
     return out
@@ -303,10 +305,15 @@ class ModelScorer:
         self._tf = tf
         self.model = model
         self.conditions = conditions
-        ids = tf.constant(corpus.ids.astype(bytes))
-        self.items = np.concatenate([model.item_embeddings(ids[i:i + 4096]).numpy()
-                                     for i in range(0, len(corpus.ids), 4096)])
+        self._ids = tf.constant(corpus.ids.astype(bytes))
         self._embed = tf.function(self._user, reduce_retracing=True)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recomputes the corpus embeddings (after the weights changed)."""
+        ids = self._ids
+        self.items = np.concatenate([self.model.item_embeddings(ids[i:i + 4096]).numpy()
+                                     for i in range(0, len(ids), 4096)])
 
     def _user(self, history, negative, condition, conditions):
         inputs = {features.HISTORY_ITEM_IDS: history, features.HISTORY_NEGATIVE: negative,

@@ -110,8 +110,13 @@ def _validation_callback(model, corpus, data_dir, cfg, split):
     class ValidationHitRate(keras.callbacks.Callback):
         """Exact HR@K on the validation carve, into the epoch logs."""
 
+        scorer = None
+
         def on_epoch_end(self, epoch, logs=None):
-            scorer = ModelScorer(model, corpus)
+            if self.scorer is None:
+                self.scorer = ModelScorer(model, corpus)
+            self.scorer.refresh()
+            scorer = self.scorer
             records = iter_records(_pattern(data_dir, cfg), 256, cfg.data.history_length,
                                    time_range=split["validation_range"],
                                    limit=cfg.train.validation_max_records)
@@ -182,7 +187,8 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2) 
         "trained_examples": float(model.trained_examples.numpy()),
         "trained_checksum": float(model.trained_checksum.numpy()),
         "weights_sha256": weights_digest(model),
-        "strategy": type(strategy).__name__, "workers": max(1, rt.num_workers),
+        "strategy": ("MultiWorkerMirroredStrategy" if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                     else type(strategy).__name__), "workers": max(1, rt.num_workers),
         "seconds": round(time.time() - started, 1), "resolved_config": config_to_dict(cfg),
     }
     write_dir = runtime.worker_dir(rt.model_dir, rt)

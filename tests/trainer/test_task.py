@@ -1,0 +1,106 @@
+"""The training job end to end on the small synthetic world, then `mer evaluate`."""
+
+from __future__ import annotations
+
+import glob
+import json
+
+import numpy as np
+import pytest
+
+from mer_testing import prepare_small_world
+from trainer import runtime
+from trainer.config import load_config
+from trainer.data import target_timestamps
+from trainer.task import train, validation_split
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return prepare_small_world(str(tmp_path_factory.mktemp("task")))
+
+
+def _scalar_tags(directory: str) -> set[str]:
+    import tensorflow as tf
+
+    tags = set()
+    for path in glob.glob(f"{directory}/**/events.out.tfevents.*", recursive=True):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+def test_validation_split_carves_the_end_of_training():
+    ts = np.arange(100)
+    split = validation_split(ts, 0.1)
+    assert split["train_records"] == 90 and split["validation_records"] == 10
+    assert split["train_range"] == (0, 90) and split["validation_range"] == (90, 100)
+    with pytest.raises(ValueError, match="validation_fraction=1.5"):
+        validation_split(ts, 1.5)
+    assert validation_split(ts, 0)["validation_range"] is None
+
+
+def test_train_writes_model_logs_and_tuning_metric(world, tmp_path, capsys):
+    from mer import cli
+
+    hp_file = tmp_path / "hp" / "output.metrics"
+    env = {"AIP_MODEL_DIR": str(tmp_path / "model"), "CLOUD_ML_HP_METRIC_FILE": str(hp_file)}
+    cfg = load_config("synthetic-small", ["train.epochs=2", "train.batch_size=128"])
+    summary = train(cfg, world, runtime.resolve(env=env), verbose=0)
+
+    # Validation = the end of the *training* records; the eval split is untouched.
+    train_ts = target_timestamps(f"{world}/train/implicit-*")
+    assert summary["validation_cutoff"] < cfg.data.split.timestamp
+    assert summary["records"]["validation"] == int((train_ts >= summary["validation_cutoff"]).sum()) > 0
+    assert summary["records"]["train"] + summary["records"]["validation"] == len(train_ts)
+    steps = summary["steps_per_epoch"]
+    assert steps == summary["records"]["train"] // 128
+    assert summary["optimizer_steps"] == 2 * steps
+    assert summary["trained_examples"] == 2 * steps * 128
+    assert 0 <= summary["best_validation"] <= 1 and len(summary["history"]["val_hr_at_50"]) == 2
+
+    model_dir = tmp_path / "model"
+    assert (model_dir / "config.yaml").exists() and (model_dir / "training.json").exists()
+    assert glob.glob(str(model_dir / "checkpoint" / "model*.index"))
+    assert not (model_dir / "backup" / "chief").exists()  # BackupAndRestore cleans up after success
+    tags = _scalar_tags(str(model_dir / "logs"))
+    assert {"epoch_loss", "epoch_pairwise_cosine", "epoch_routing_entropy", "epoch_masked_fraction",
+            "epoch_hr_at_50"} <= tags, tags
+    line = json.loads(hp_file.read_text().splitlines()[-1])
+    assert float(line["val_hr_at_50"]) == pytest.approx(summary["best_validation"])
+    assert line["global_step"] == str(2 * steps)
+
+    # `mer evaluate` on the artifact: SPEC §6 metrics with CIs, segments, coverage.
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model_dir", str(model_dir), "--ks", "20,50"]) == 0
+    report = json.loads((model_dir / "evaluation.json").read_text())
+    eval_records = len(target_timestamps(f"{world}/eval/implicit-*"))
+    assert report["records"] == eval_records
+    hr = report["hr"]["50"]
+    assert hr["ci95"][0] <= hr["mean"] <= hr["ci95"][1]
+    assert set(report["segments"]) == {"core", "casual", "new"}
+    assert sum(s["records"] for s in report["segments"].values()) == eval_records
+    assert {"head", "torso", "tail", "all"} <= set(report["coverage"])
+    assert "| HR |" in capsys.readouterr().out
+
+
+def test_early_stopping_stops_on_a_flat_validation_curve(world, tmp_path):
+    cfg = load_config("synthetic-small", ["train.epochs=6", "train.learning_rate=0.0",
+                                          "train.early_stopping_patience=1", "train.steps_per_epoch=3"])
+    summary = train(cfg, world, runtime.resolve(str(tmp_path / "m"), env={}), verbose=0)
+    # Weights never change, so epoch 2 does not improve on epoch 1: stop.
+    assert summary["epochs_run_this_process"] == 2
+    assert summary["optimizer_steps"] == 6
+
+
+def test_cr_model_gets_filtered_hit_rate(world, tmp_path):
+    from trainer.evaluate import main
+
+    cfg = load_config("synthetic-small", ["model.kind=cr", "train.epochs=1", "train.steps_per_epoch=4"])
+    train(cfg, world, runtime.resolve(str(tmp_path / "cr"), env={}), verbose=0)
+    assert main(["--model_dir", str(tmp_path / "cr"), "--ks", "50", "--max_records", "200"]) == 0
+    report = json.loads((tmp_path / "cr" / "evaluation.json").read_text())
+    # Filtering can only remove competitors -> filtered HR >= HR (targets carry their topic).
+    assert report["filtered_hr"]["50"]["mean"] >= report["hr"]["50"]["mean"]
