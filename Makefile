@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test bench-prepare bench-training
+.PHONY: setup demo test bench-prepare bench-training bench-quality
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ $(VENV)/.installed: setup.py
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/mer prepare --config synthetic-small --output_dir $(DEMO_DIR)
+	$(VENV)/bin/mer prepare --config synthetic-small --output_dir $(DEMO_DIR)/data
+	$(VENV)/bin/mer train --config synthetic-small --data_dir $(DEMO_DIR)/data --model_dir $(DEMO_DIR)/model \
+		--set train.epochs=3
+	$(VENV)/bin/mer evaluate --model_dir $(DEMO_DIR)/model
 
 test: setup
 	$(PY) -m pytest -q
@@ -27,3 +30,6 @@ bench-prepare: setup
 
 bench-training: setup
 	$(PY) -m benchmarks.training
+
+bench-quality: setup
+	$(PY) -m benchmarks.quality

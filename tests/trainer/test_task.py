@@ -58,7 +58,8 @@ def test_train_writes_model_logs_and_tuning_metric(world, tmp_path, capsys):
     steps = summary["steps_per_epoch"]
     assert steps == summary["records"]["train"] // 128
     assert summary["optimizer_steps"] == 2 * steps
-    assert summary["trained_examples"] == 2 * steps * 128
+    # EarlyStopping restores the best epoch's weights, audit counters included.
+    assert summary["trained_examples"] == (summary["best_epoch"] + 1) * steps * 128
     assert 0 <= summary["best_validation"] <= 1 and len(summary["history"]["val_hr_at_50"]) == 2
 
     model_dir = tmp_path / "model"
