@@ -294,8 +294,39 @@ def write_docs(report: dict, path: pathlib.Path) -> None:
         if "overlap_at_50" in entry:
             lines += [f"Overlap of DCM top-50 and CR (followed topics, equal budgets) candidates, seed "
                       f"{report['seeds'][0]}: {entry['overlap_at_50']:.4f} (paper §3.4: 0.032).", ""]
+    lines += ["## The issue's bars, computed from the tables above", ""] + [f"- {b}" for b in bars(report)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+
+
+def bars(report: dict) -> list[str]:
+    """Each bar as a sentence with its numbers; rows that did not run say so."""
+    out = []
+    for dataset, entry in report["datasets"].items():
+        main = entry["tables"].get("main", {})
+        if dataset != "synthetic":
+            for k in ("50", "100"):
+                if "dcm" not in main:
+                    out.append(f"{dataset}: DCM did not run")
+                    break
+                dcm = main["dcm"]["hr"][k]["mean"]
+                for other in ("single", "mind", "co-occurrence", "ALS (tuned)"):
+                    if other in main:
+                        theirs = main[other]["hr"][k]["mean"]
+                        verdict = "met" if dcm > theirs else "NOT met"
+                        out.append(f"{dataset} HR@{k}: DCM {dcm:.4f} vs {other} {theirs:.4f}: {verdict}")
+        elif "dcm" in main and "single" in main and "coverage" in main["dcm"]:
+            for tier in ("torso", "tail"):
+                a, b = main["dcm"]["coverage"][tier]["mean"], main["single"]["coverage"][tier]["mean"]
+                out.append(f"synthetic coverage of {tier} interests (top-50): DCM {a:.3f} vs single {b:.3f}: "
+                           f"{'higher' if a > b else 'NOT higher'} (difference {a - b:+.3f})")
+        cr = entry["tables"].get("cr", {})
+        if {"cr item-interest", "cr source-interest"} <= set(cr):
+            a = cr["cr source-interest"]["filtered_hr"]["50"]["mean"]
+            b = cr["cr item-interest"]["filtered_hr"]["50"]["mean"]
+            out.append(f"{dataset} CR filtered HR@50: source-interest {a:.4f} vs item-interest {b:.4f}: "
+                       f"{'met' if a > b else 'NOT met'}")
+    return out
 
 
 if __name__ == "__main__":

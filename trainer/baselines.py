@@ -22,7 +22,6 @@ exact SPEC §6 order (items are unique per user after de-duplication).
 from __future__ import annotations
 
 import itertools
-import os
 
 import numpy as np
 
@@ -128,9 +127,9 @@ class ALS:
 
     def __init__(self, corpus: Corpus, sequences, factors: int = 64,
                  regularization: float = 0.1, alpha: float = 10.0, iterations: int = 15, seed: int = 0):
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         from implicit.cpu.als import AlternatingLeastSquares
         from scipy import sparse
+        from threadpoolctl import threadpool_limits
 
         seqs = _columns(corpus, sequences)
         rows = np.concatenate([np.full(len(s), u) for u, s in enumerate(seqs)]) if seqs else np.zeros(0, int)
@@ -139,7 +138,9 @@ class ALS:
                                    shape=(len(seqs), len(corpus.ids)))
         self.model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
                                              iterations=iterations, random_state=seed)
-        self.model.fit(matrix, show_progress=False)
+        # implicit parallelises itself; a threaded BLAS underneath only contends.
+        with threadpool_limits(1, "blas"):
+            self.model.fit(matrix, show_progress=False)
         self.corpus = corpus
         self.params = {"factors": factors, "regularization": regularization, "alpha": alpha,
                        "iterations": iterations}
