@@ -76,7 +76,8 @@ def print_table(name: str, summary: dict) -> None:
         cells = [f"{block[k]['mean']:.4f} [{block[k]['ci95'][0]:.4f}, {block[k]['ci95'][1]:.4f}]" for k in ks]
         print(f"| {label} | " + " | ".join(cells) + " |")
     for tier, value in (summary.get("coverage") or {}).items():
-        print(f"coverage {tier}: {value['mean']:.4f} {value['ci95']}")
+        print(f"coverage {tier} (users={value['users']}): {value['mean']:.4f} "
+              f"[{value['ci95'][0]:.4f}, {value['ci95'][1]:.4f}]")
     if "topic_diversity" in summary:
         print(f"topic diversity (distinct topics in top-{summary['coverage_k']}): {summary['topic_diversity']:.2f}")
     if "overlap" in summary:
