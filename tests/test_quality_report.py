@@ -1,0 +1,40 @@
+"""The quality report states each bar from the numbers in its tables."""
+
+from __future__ import annotations
+
+from benchmarks.quality import bars, write_docs
+
+
+def _row(hr50, hr100, coverage=None, filtered=None):
+    block = lambda v: {"mean": v, "ci95": [v - 0.01, v + 0.01]}  # noqa: E731
+    row = {"seeds": 3, "hr": {k: block(v) for k, v in (("20", hr50 / 2), ("50", hr50), ("100", hr100),
+                                                         ("200", hr100))},
+           "segments": {"1-4": {"records": 5, "hr": {"50": block(hr50)}}}}
+    if coverage:
+        row["coverage"] = {t: {"mean": v, "ci95": [v, v]} for t, v in coverage.items()}
+        row["topic_diversity"] = 10.0
+    if filtered is not None:
+        row["filtered_hr"] = {k: block(filtered) for k in ("20", "50", "100", "200")}
+    return row
+
+
+def test_bars_compare_dcm_with_each_baseline(tmp_path):
+    report = {"command": "python -m benchmarks.quality", "seeds": [0, 1, 2], "epochs": 6, "datasets": {
+        "ml-100k": {"prepared": "p", "corpus": 10, "base_overrides": [], "tables": {"main": {
+            "single": _row(0.30, 0.40), "co-occurrence": _row(0.35, 0.45), "dcm": _row(0.33, 0.50)}}},
+        "synthetic": {"prepared": "s", "corpus": 10, "base_overrides": [], "tables": {
+            "main": {"single": _row(0.3, 0.4, {"torso": 0.5, "tail": 0.4}),
+                     "dcm": _row(0.3, 0.4, {"torso": 0.6, "tail": 0.3})},
+            "cr": {"cr item-interest": _row(0.5, 0.6, filtered=0.6),
+                   "cr source-interest": _row(0.5, 0.6, filtered=0.7)}}}}}
+    lines = bars(report)
+    assert "ml-100k HR@50: DCM 0.3300 vs single 0.3000: met" in lines
+    assert "ml-100k HR@50: DCM 0.3300 vs co-occurrence 0.3500: NOT met" in lines
+    assert "ml-100k HR@100: DCM 0.5000 vs co-occurrence 0.4500: met" in lines
+    assert any("torso interests" in x and ": higher" in x for x in lines)
+    assert any("tail interests" in x and "NOT higher" in x for x in lines)
+    assert "synthetic CR filtered HR@50: source-interest 0.7000 vs item-interest 0.6000: met" in lines
+    write_docs(report, tmp_path / "results.md")
+    text = (tmp_path / "results.md").read_text()
+    assert "| dcm | 3 | 0.1650 [0.155, 0.175] | 0.3300 [0.320, 0.340]" in text
+    assert "NOT met" in text
