@@ -252,6 +252,12 @@ def _hr_block(rank_runs: list[np.ndarray], ks, seed: int) -> dict:
     return out
 
 
+def _segment_order(name: str) -> tuple:
+    """History buckets by length (`5-19` before `20-49`), other names alphabetically."""
+    head = name.split("-")[0].rstrip("+")
+    return (0, int(head), name) if head.isdigit() else (1, 0, name)
+
+
 def summarize(runs: list[RecordResults], ks=MOVIELENS_KS, seed: int = 0) -> dict:
     """Pools runs (seeds) over the same records: mean HR over seeds, a 95%
     bootstrap CI over records of the seed-averaged hits, per segment too."""
@@ -262,7 +268,7 @@ def summarize(runs: list[RecordResults], ks=MOVIELENS_KS, seed: int = 0) -> dict
     if first.filtered_ranks is not None:
         out["filtered_hr"] = _hr_block([r.filtered_ranks for r in runs], ks, seed)
     out["segments"] = {}
-    for seg in sorted(set(first.segments.tolist())):
+    for seg in sorted(set(first.segments.tolist()), key=_segment_order):
         sel = first.segments == seg
         out["segments"][seg] = {"records": int(sel.sum()),
                                 "hr": _hr_block([r.ranks[sel] for r in runs], ks, seed)}

@@ -117,3 +117,9 @@ def test_model_scorer_takes_max_over_unmasked_embeddings():
              "history_negative": np.zeros((1, 1), np.int64)}
     # Only embedding (1, 0) is unmasked: scores are the items' first coordinate.
     np.testing.assert_allclose(scorer(batch), [[1.0, 0.0, 0.6]], atol=1e-6)
+
+
+def test_history_segments_are_reported_in_length_order():
+    seg = np.array(["50+", "5-19", "1-4", "20-49"], object)
+    out = evaluation.summarize([evaluation.RecordResults(ranks=np.ones(4), segments=seg)], ks=(20,))
+    assert list(out["segments"]) == ["1-4", "5-19", "20-49", "50+"]
