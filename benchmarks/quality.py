@@ -91,10 +91,13 @@ def _load(path: pathlib.Path):
 
 
 def add(rows: dict, name: str, runs: list, ks) -> None:
-    """A table row from the runs that exist (a cached-only pass may lack some)."""
-    runs = [r for r in runs if r is not None]
-    if runs:
-        rows[name] = summarize(runs, ks)
+    """A table row from the runs that exist (a cached-only pass may lack
+    some); rows with no run are listed under `not_run`."""
+    done = [r for r in runs if r is not None]
+    if done:
+        rows[name] = summarize(done, ks)
+    else:
+        rows.setdefault("not_run", []).append(name)
 
 
 def summarize(runs, ks):
@@ -187,6 +190,10 @@ def _cell(block: dict, k: str) -> str:
 
 
 def table(rows: dict, ks, key: str = "hr", extra_cols=()) -> list[str]:
+    missing = rows.get("not_run", [])
+    rows = {n: r for n, r in rows.items() if n != "not_run"}
+    if not rows:
+        return [f"Not run yet: {', '.join(missing)}."]
     head = "| model | seeds | " + " | ".join(f"{'filtered ' if key == 'filtered_hr' else ''}HR@{k}" for k in ks)
     head += "".join(f" | {c}" for c, _ in extra_cols) + " |"
     lines = [head, "|---|---|" + "---|" * (len(ks) + len(extra_cols))]
@@ -194,6 +201,8 @@ def table(rows: dict, ks, key: str = "hr", extra_cols=()) -> list[str]:
         cells = [_cell(s[key], str(k)) for k in ks]
         cells += [fn(s) for _, fn in extra_cols]
         lines.append(f"| {name} | {s['seeds']} | " + " | ".join(cells) + " |")
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
     return lines
 
 
@@ -285,7 +294,8 @@ def write_docs(report: dict, path: pathlib.Path) -> None:
             lines += ["### Table 1 shape: models and baselines", ""]
             lines += table(t["main"], ks, extra_cols=cov if dataset == "synthetic" else ())
             lines += [""]
-            segs = {n: s for n, s in t["main"].items() if n in ("single", "dcm", "co-occurrence", "ALS (tuned)")}
+            segs = {n: s for n, s in t["main"].items() if n in ("single", "mind", "dcm", "co-occurrence",
+                                                                "ALS (tuned)")}
             if segs:
                 lines += ["Per segment, HR@50:", "", "| model | " + " | ".join(
                     next(iter(segs.values()))["segments"]) + " |",
@@ -300,6 +310,9 @@ def write_docs(report: dict, path: pathlib.Path) -> None:
             lines += ["### Table 6 shape: CR training association, both scored on the source-topic eval records",
                       "", "Filtered HR (only items carrying the condition topic compete), then plain HR:", ""]
             lines += table(t["cr"], ks, key="filtered_hr") + [""] + table(t["cr"], ks) + [""]
+            lines += ["Scored on the source-topic eval records "
+                      f"(`{entry['prepared']}/eval/explicit-*`); each model trained on its own association's "
+                      "training records.", ""]
         if "overlap_at_50" in entry:
             lines += [f"Overlap of DCM top-50 and CR (followed topics, equal budgets) candidates, seed "
                       f"{report['seeds'][0]}: {entry['overlap_at_50']:.4f} (paper §3.4: 0.032).", ""]
