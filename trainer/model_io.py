@@ -23,13 +23,17 @@ def _join(base: str, rel: str) -> str:
     return f"{base.rstrip('/')}/{rel}"
 
 
+def train_pattern(data_dir: str, cfg: MerConfig) -> str:
+    """The training TFRecords of `cfg.model.kind` (CR trains on explicit examples)."""
+    split = features.TRAIN_EXPLICIT if cfg.model.kind == "cr" else features.TRAIN_IMPLICIT
+    return _join(data_dir, f"{split}-*{features.TFRECORD_SUFFIX}")
+
+
 def sample_batch(data_dir: str, cfg: MerConfig) -> dict:
     """Two training records, enough to create every weight."""
     from trainer.data import build_dataset
 
-    split = features.TRAIN_EXPLICIT if cfg.model.kind == "cr" else features.TRAIN_IMPLICIT
-    pattern = _join(data_dir, f"{split}-*{features.TFRECORD_SUFFIX}")
-    return next(iter(build_dataset(pattern, 2, cfg.data.history_length, shuffle=False)))
+    return next(iter(build_dataset(train_pattern(data_dir, cfg), 2, cfg.data.history_length, shuffle=False)))
 
 
 def write_json(path: str, payload: dict) -> None:

@@ -29,13 +29,9 @@ import sys
 import time
 
 import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
-from trainer import features, runtime
+from trainer import runtime
 from trainer.config import MerConfig, config_to_dict, load_config
-
-
-def _pattern(data_dir: str, cfg: MerConfig) -> str:
-    split = features.TRAIN_EXPLICIT if cfg.model.kind == "cr" else features.TRAIN_IMPLICIT
-    return f"{data_dir.rstrip('/')}/{split}-*{features.TFRECORD_SUFFIX}"
+from trainer.model_io import train_pattern
 
 
 def validation_split(timestamps, fraction: float) -> dict:
@@ -117,7 +113,7 @@ def _validation_callback(model, corpus, data_dir, cfg, split):
                 self.scorer = ModelScorer(model, corpus)
             self.scorer.refresh()
             scorer = self.scorer
-            records = iter_records(_pattern(data_dir, cfg), 256, cfg.data.history_length,
+            records = iter_records(train_pattern(data_dir, cfg), 256, cfg.data.history_length,
                                    time_range=split["validation_range"],
                                    limit=cfg.train.validation_max_records)
             ranks = evaluate_scorer(scorer, corpus, records, coverage_k=1).ranks
@@ -141,7 +137,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2) 
     started = time.time()
     strategy = runtime.make_strategy(rt)
     keras.utils.set_random_seed(cfg.train.seed)
-    pattern = _pattern(data_dir, cfg)
+    pattern = train_pattern(data_dir, cfg)
     split = validation_split(target_timestamps(pattern), cfg.train.validation_fraction)
     batch = cfg.train.batch_size
     steps = cfg.train.steps_per_epoch or max(1, split["train_records"] // batch)
