@@ -1,10 +1,17 @@
 """Training throughput (examples/s) per model kind, CPU preset, batch 256.
 
-Prepares a synthetic world once, then for each kind runs a few warm-up
-steps (tracing, optimizer slots) and times `--steps` training steps.
-Prints a table and writes JSON.
+Prepares a synthetic world once, builds every model, runs a few warm-up
+steps (tracing, optimizer slots), then times `--rounds` rounds of `--steps`
+training steps, the kinds interleaved within each round so that a slow
+moment of a shared machine hits all of them alike. Reports the median
+ms/step and the median over rounds of each kind's cost relative to the
+single-embedding model in the same round. Prints a table and writes JSON.
 
-  python -m benchmarks.training [--steps 40] [--out benchmarks/results/training.json]
+  python -m benchmarks.training [--steps 20] [--rounds 7] [--out benchmarks/results/training.json]
+
+Rows: the model kinds, plus `dcm (plain backward)` = DCM without the two
+training-cost measures (argmax recompute, routing gradient through the last
+iteration only) for reference.
 
 Bar (issue 3): DCM costs at most 1.5x the single-embedding model per example.
 """
@@ -14,13 +21,23 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import statistics
 import tempfile
 import time
 
-KINDS = ("single", "mind", "dcm", "sa", "cr")
+# name -> (config overrides, argmax recompute)
+ROWS = {
+    "single": (["model.kind=single"], True),
+    "mind": (["model.kind=mind"], True),
+    "dcm": (["model.kind=dcm"], True),
+    "dcm (plain backward)": (["model.kind=dcm", "model.routing_gradient=all"], False),
+    "sa": (["model.kind=sa"], True),
+    "cr": (["model.kind=cr"], True),
+}
 
 
-def measure(prepared: str, kind: str, steps: int, warmup: int, batch: int) -> dict:
+def build_step(prepared: str, overrides: list[str], recompute: bool, batches: int, batch: int):
+    """A traced train step of one model and its materialised input batches."""
     from trainer import features
     from trainer.config import load_config
     from trainer.data import build_dataset
@@ -29,28 +46,49 @@ def measure(prepared: str, kind: str, steps: int, warmup: int, batch: int) -> di
     from trainer.model import build_model
 
     tf.keras.utils.set_random_seed(0)
-    cfg = load_config("synthetic-small", [f"model.kind={kind}"])
+    cfg = load_config("synthetic-small", overrides)
     model = build_model(cfg.model, load_item_table(prepared))
+    model.recompute_selected = recompute
     model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
-    split = features.TRAIN_EXPLICIT if kind == "cr" else features.TRAIN_IMPLICIT
+    split = features.TRAIN_EXPLICIT if cfg.model.kind == "cr" else features.TRAIN_IMPLICIT
     data = build_dataset(f"{prepared}/{split}-*", batch, cfg.data.history_length, repeat=True)
     # Materialise batches first so the timing is the model, not the input pipeline.
-    batches = list(data.take(warmup + steps))
-    step = tf.function(model.train_step)
-    for b in batches[:warmup]:
-        step(b)
+    return tf.function(model.train_step), list(data.take(batches))
+
+
+def timed(step, batches) -> float:
+    """Seconds per step over `batches`."""
     start = time.perf_counter()
-    for b in batches[warmup:]:
+    for b in batches:
         logs = step(b)
     float(logs["loss"])  # wait for the last step
-    seconds = time.perf_counter() - start
-    return {"kind": kind, "examples_per_second": round(steps * batch / seconds, 1),
-            "ms_per_step": round(1000 * seconds / steps, 1)}
+    return (time.perf_counter() - start) / len(batches)
+
+
+def measure(prepared: str, names: list[str], steps: int, rounds: int, warmup: int, batch: int) -> list[dict]:
+    steps_of = {name: build_step(prepared, *ROWS[name], warmup + steps, batch) for name in names}
+    for step, batches in steps_of.values():
+        timed(step, batches[:warmup])
+    seconds = {name: [] for name in names}
+    for _ in range(rounds):
+        for name, (step, batches) in steps_of.items():
+            seconds[name].append(timed(step, batches[warmup:]))
+    rows = []
+    for name in names:
+        per_step = statistics.median(seconds[name])
+        ratios = [s / base for s, base in zip(seconds[name], seconds["single"])]
+        rows.append({"kind": name, "examples_per_second": round(batch / per_step, 1),
+                     "ms_per_step": round(1000 * per_step, 1),
+                     "cost_vs_single": round(statistics.median(ratios), 2),
+                     "cost_vs_single_range": [round(min(ratios), 2), round(max(ratios), 2)]})
+    return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--kinds", default=",".join(ROWS), help=f"rows to run (single is always run): {list(ROWS)}")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--users", type=int, default=2000)
@@ -59,20 +97,24 @@ def main() -> int:
     from beam.run import run_prepare
     from trainer.config import load_config
 
+    names = ["single"] + [n for n in args.kinds.split(",") if n and n != "single"]
+    unknown = sorted(set(names) - set(ROWS))
+    if unknown:
+        parser.error(f"--kinds: unknown {unknown}; allowed: {list(ROWS)}")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config("synthetic-small", [f"data.synthetic.num_users={args.users}"])
         run_prepare(cfg, tmp, ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
-        rows = [measure(tmp, kind, args.steps, args.warmup, args.batch) for kind in KINDS]
-    single = next(r for r in rows if r["kind"] == "single")["examples_per_second"]
-    for row in rows:
-        row["cost_vs_single"] = round(single / row["examples_per_second"], 2)
-    print("| kind | examples/s | ms/step | cost vs single |")
+        rows = measure(tmp, names, args.steps, args.rounds, args.warmup, args.batch)
+    print("| kind | examples/s | ms/step | cost vs single (median, range over rounds) |")
     print("|---|---|---|---|")
     for r in rows:
-        print(f"| {r['kind']} | {r['examples_per_second']} | {r['ms_per_step']} | {r['cost_vs_single']} |")
+        low, high = r["cost_vs_single_range"]
+        print(f"| {r['kind']} | {r['examples_per_second']} | {r['ms_per_step']} | "
+              f"{r['cost_vs_single']} ({low}-{high}) |")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"batch": args.batch, "steps": args.steps, "preset": "synthetic-small (CPU)",
+    out.write_text(json.dumps({"batch": args.batch, "steps": args.steps, "rounds": args.rounds,
+                               "preset": "synthetic-small (CPU)",
                                "rows": rows}, indent=2) + "\n")
     return 0
 

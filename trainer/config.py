@@ -135,7 +135,12 @@ class ModelConfig:
       init: `va_fpi`, `fpi` (no validity) or `gaussian` (MIND).
       single_assignment: SAR (eq. 7) on/off.
       validity_filter: drop invalid items from initialisation and routing.
+      routing_gradient: DCM/MIND back-propagation: `last` (final weighted
+        sum only, routing coefficients constant, as ComiRec) or `all`.
       association: `argmax` (eq. 8) or `gumbel` (straight-through).
+      implicit_fields: shared user fields crossed with every implicit
+        condition besides the condition itself: any of `pooled` (mean of
+        the valid history items), `latest` (the most recent item).
     """
 
     kind: str = "dcm"
@@ -151,7 +156,9 @@ class ModelConfig:
     init: str = "va_fpi"
     single_assignment: bool = True
     validity_filter: bool = True
+    routing_gradient: str = "last"
     association: str = "argmax"
+    implicit_fields: list[str] = dataclasses.field(default_factory=list)
     gumbel_temperature: float = 1.0
     attention_dim: int = 32
     pfs_concepts: int = 32
@@ -211,6 +218,8 @@ _CHOICES = {
     ("model", "kind"): ("single", "dcm", "mind", "sa", "tokens", "pfs", "cr"),
     ("model", "init"): ("va_fpi", "fpi", "gaussian"),
     ("model", "association"): ("argmax", "gumbel"),
+    ("model", "routing_gradient"): ("last", "all"),
+    ("model", "implicit_fields"): ("pooled", "latest"),
 }
 
 

@@ -66,6 +66,7 @@ class MultiEmbeddingModel(tfrs.Model):
                                                1.0 / cfg.temperature, name="association")
         self.frequency = StreamingFrequencyEstimator(cfg.frequency_buckets, cfg.frequency_alpha,
                                                      name="frequency")
+        self.recompute_selected = True  # see _select
         self.task = tfrs.tasks.Retrieval(temperature=cfg.temperature, remove_accidental_hits=True)
         self.diag = {name: keras.metrics.Mean(name=name) for name in
                      ("pairwise_cosine", "routing_entropy", "masked_fraction")}
@@ -84,10 +85,11 @@ class MultiEmbeddingModel(tfrs.Model):
         if cfg.kind == "dcm":
             return DifferentiableClustering(k, cfg.item_dim, cfg.routing_iterations, cfg.init,
                                             cfg.single_assignment, cfg.validity_filter, seed,
-                                            name="dcm")
+                                            cfg.routing_gradient, name="dcm")
         if cfg.kind == "mind":
             return DifferentiableClustering(k, cfg.item_dim, cfg.routing_iterations, "gaussian",
-                                            False, cfg.validity_filter, seed, name="mind")
+                                            False, cfg.validity_filter, seed, cfg.routing_gradient,
+                                            name="mind")
         if cfg.kind == "sa":
             return SelfAttentiveInterests(k, cfg.attention_dim, name="self_attention")
         if cfg.kind == "tokens":
@@ -134,13 +136,13 @@ class MultiEmbeddingModel(tfrs.Model):
         if self.kind == "cr":
             fields = [flat_cond, rep(pooled), rep(latest)]
         else:
-            # Implicit conditions already summarise the history; adding the
-            # shared pooled/latest fields makes the K outputs near-identical
-            # (measured: mean pairwise cosine 0.96 for DCM), i.e. collapse.
             # Squashed capsules are short (|c| ~ |v|^2 for small v), which
             # lets the crossing's biases dominate; the direction is the
-            # interest, its strength is reported as importance.
+            # interest, its strength is reported as importance. The shared
+            # fields (`implicit_fields`) are the same for all K conditions.
+            shared = {"pooled": pooled, "latest": latest}
             fields = [tf.math.l2_normalize(flat_cond, axis=-1)]
+            fields += [rep(shared[name]) for name in self.cfg.implicit_fields]
         out = tf.math.l2_normalize(self.user_head(self.dhen(fields)), axis=-1)
         return tf.reshape(out, [tf.shape(condition)[0], k, -1])
 
@@ -155,17 +157,23 @@ class MultiEmbeddingModel(tfrs.Model):
         Returns:
           dict `embeddings [B, K, d]`, `importance [B, K]`, `mask [B, K]` bool.
         """
+        return self._user_tower(inputs, training, conditions)[0]
+
+    def _user_tower(self, inputs: dict, training=None, conditions: tf.Tensor | None = None):
+        """`user_embeddings` plus, for implicit kinds, the crossing's inputs
+        `(conditions [B, K, c], pooled [B, e], latest [B, e])` (else None)."""
         hist = self._history(inputs)
         batch = tf.shape(hist["pooled"])[0]
         if self.kind == "single":
             emb = self._cross(None, hist["pooled"], hist["latest"])
-            return {"embeddings": emb, "importance": tf.ones([batch, 1]), "mask": tf.ones([batch, 1], tf.bool)}
+            return {"embeddings": emb, "importance": tf.ones([batch, 1]),
+                    "mask": tf.ones([batch, 1], tf.bool)}, None
         if self.kind == "cr":
             topics = conditions if conditions is not None else inputs[features.CONDITION_TOPIC][:, None]
             cond = self.condition_embedding(self.topic_lookup(topics))
             emb = self._cross(cond, hist["pooled"], hist["latest"])
             mask = tf.not_equal(topics, "")
-            return {"embeddings": emb, "importance": tf.cast(mask, tf.float32), "mask": mask}
+            return {"embeddings": emb, "importance": tf.cast(mask, tf.float32), "mask": mask}, None
         module_inputs = {"items": hist["items"], "valid": hist["valid"], "mask": hist["mask"],
                          "item_index": hist["index"]}
         out = self.interests(module_inputs, training=training)
@@ -174,15 +182,35 @@ class MultiEmbeddingModel(tfrs.Model):
         first = tf.one_hot(0, tf.shape(out["mask"])[1], on_value=True, off_value=False, dtype=tf.bool)
         mask = tf.logical_or(out["mask"], tf.logical_and(none, first[None, :]))
         emb = self._cross(out["capsules"], hist["pooled"], hist["latest"])
-        return {"embeddings": emb, "importance": out["importance"], "mask": mask}
+        return {"embeddings": emb, "importance": out["importance"], "mask": mask}, (
+            out["capsules"], hist["pooled"], hist["latest"])
+
+    def _select(self, user: dict, cross_inputs, target: tf.Tensor, training) -> tf.Tensor:
+        """The associated embedding `[B, d]` that the loss trains (eq. 8).
+
+        With argmax association only the selected embedding gets gradients,
+        so the K-condition crossing is run forward only (stop_gradient) to
+        pick j*, and the crossing is run again, with gradients, on the B
+        selected conditions. The gradients are identical to back-propagating
+        through all K rows (whose gradients are zero) at a fraction of the
+        cost: the DHEN backward pass covers B rows instead of B*K.
+        `recompute_selected = False` takes the plain path (equivalence test).
+        """
+        inputs = {"embeddings": user["embeddings"], "mask": user["mask"], "target": target}
+        if not (self.recompute_selected and training and cross_inputs is not None and self.association.mode == "argmax"):
+            return self.association(inputs, training=training)["selected"]
+        inputs["embeddings"] = tf.stop_gradient(user["embeddings"])
+        index = self.association(inputs, training=training)["index"]
+        conditions, pooled, latest = cross_inputs
+        chosen = tf.gather(conditions, index, batch_dims=1)[:, None, :]
+        return self._cross(chosen, pooled, latest)[:, 0, :]
 
     # -- training --------------------------------------------------------------
     def compute_loss(self, inputs, training=False):
         target_ids = inputs[features.TARGET_ITEM_ID]
         target = self.item_embeddings(target_ids)
-        user = self.user_embeddings(inputs, training=training)
-        chosen = self.association({"embeddings": user["embeddings"], "mask": user["mask"],
-                                   "target": target}, training=training)
+        user, cross_inputs = self._user_tower(inputs, training=training)
+        selected = self._select(user, cross_inputs, target, training)
         probability = self.frequency(target_ids, training=training)
         self.diag["pairwise_cosine"].update_state(
             diagnostics.mean_pairwise_cosine(user["embeddings"], user["mask"]))
@@ -195,7 +223,7 @@ class MultiEmbeddingModel(tfrs.Model):
             hashes = tf.cast(tf.strings.to_hash_bucket_fast(key, 1 << 20), tf.float64)
             self.trained_examples.assign_add(tf.cast(tf.size(hashes), tf.float64))
             self.trained_checksum.assign_add(tf.reduce_sum(hashes))
-        return self.task(chosen["selected"], target, candidate_sampling_probability=probability,
+        return self.task(selected, target, candidate_sampling_probability=probability,
                          candidate_ids=target_ids, compute_metrics=False)
 
 

@@ -52,15 +52,17 @@ def test_fpi_matches_reference_and_masks_instead_of_duplicating(valid_count):
     assert len({tuple(np.round(c, 5)) for c in chosen}) == len(chosen)  # no duplicates
 
 
+@pytest.mark.parametrize("routing_gradient", ["last", "all"])
 @pytest.mark.parametrize("single_assignment", [True, False])
-def test_routing_matches_reference(single_assignment):
+def test_routing_matches_reference(single_assignment, routing_gradient):
     items = rng.normal(size=(2, 7, 5)).astype(np.float32)
     mask = np.ones((2, 7), bool)
     mask[1, 5:] = False
     valid = mask.copy()
     valid[0, 2] = False
     layer = DifferentiableClustering(3, 4, iterations=3, init="va_fpi",
-                                     single_assignment=single_assignment, validity_filter=True)
+                                     single_assignment=single_assignment, validity_filter=True,
+                                     routing_gradient=routing_gradient)
     out = layer({"items": items, "valid": valid, "mask": mask}, training=False)
     points = layer.bilinear(tf.constant(items)).numpy()
     for b in range(2):
@@ -73,6 +75,34 @@ def test_routing_matches_reference(single_assignment):
         if single_assignment:
             # SAR: every item routes to exactly one cluster.
             assert ((out["routing"].numpy()[b] > 0).sum(1) <= 1).all()
+
+
+def test_routing_gradient_last_treats_routing_as_constant():
+    """`last`: d capsules / d items is that of squash(R S e) with the final
+    routing R held constant; `all` also differentiates through R and the
+    initial centroids, so its gradient differs."""
+    items = tf.constant(rng.normal(size=(2, 7, 5)).astype(np.float32))
+    mask = np.ones((2, 7), bool)
+    weights = tf.constant(rng.normal(size=(2, 3, 4)).astype(np.float32))
+    grads = {}
+    for mode in ("last", "all"):
+        layer = DifferentiableClustering(3, 4, iterations=3, routing_gradient=mode)
+        layer.build({"items": items.shape})
+        layer.bilinear.kernel.assign(np.linspace(-1, 1, 20, dtype=np.float32).reshape(5, 4))
+        with tf.GradientTape() as tape:
+            tape.watch(items)
+            out = layer({"items": items, "valid": mask, "mask": mask}, training=False)
+            loss = tf.reduce_sum(out["capsules"] * weights)
+        grads[mode] = tape.gradient(loss, items).numpy()
+        routing = tf.constant(out["routing"].numpy())
+    with tf.GradientTape() as tape:
+        tape.watch(items)
+        caps = squash(tf.einsum("blk,bld->bkd", routing, layer.bilinear(items)))
+        loss = tf.reduce_sum(caps * weights)
+    np.testing.assert_allclose(grads["last"], tape.gradient(loss, items).numpy(), rtol=1e-4, atol=1e-6)
+    assert np.abs(grads["all"] - grads["last"]).max() > 1e-3
+    with pytest.raises(ValueError, match="routing_gradient='some'; allowed: last, all"):
+        DifferentiableClustering(3, 4, routing_gradient="some")
 
 
 def test_association_argmax_reference_and_gumbel_gradients():

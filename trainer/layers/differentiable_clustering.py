@@ -26,6 +26,12 @@ class DifferentiableClustering(keras.layers.Layer):
       init: `va_fpi`, `fpi` or `gaussian`.
       single_assignment: SAR on/off.
       validity_filter: invalid items are excluded from init and routing.
+      routing_gradient: `last` (default): the routing coefficients are
+        treated as constants and gradients reach the item vectors through
+        the final weighted sum only, as in ComiRec's dynamic routing; this
+        also keeps gradients out of the non-differentiable initialisation
+        and halves the module's backward cost. `all`: back-propagate
+        through every routing iteration and the initial centroids.
 
     Call args:
       items: `[B, L, d_in]` item representations e_i.
@@ -38,10 +44,14 @@ class DifferentiableClustering(keras.layers.Layer):
     """
 
     def __init__(self, num_clusters=7, dim=32, iterations=3, init="va_fpi",
-                 single_assignment=True, validity_filter=True, seed=0, **kwargs):
+                 single_assignment=True, validity_filter=True, seed=0, routing_gradient="last",
+                 **kwargs):
         super().__init__(**kwargs)
         if init not in ("va_fpi", "fpi", "gaussian"):
             raise ValueError(f"init={init!r}; allowed: va_fpi, fpi, gaussian")
+        if routing_gradient not in ("last", "all"):
+            raise ValueError(f"routing_gradient={routing_gradient!r}; allowed: last, all")
+        self.routing_gradient = routing_gradient
         self.num_clusters = num_clusters
         self.dim = dim
         self.iterations = iterations
@@ -65,7 +75,8 @@ class DifferentiableClustering(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         items, valid, mask = inputs["items"], inputs["valid"], inputs["mask"]
-        points = self.bilinear(items)
+        mapped = self.bilinear(items)
+        points = tf.stop_gradient(mapped) if self.routing_gradient == "last" else mapped
         eligible = tf.logical_and(mask, valid) if self.validity_filter else mask
         routed = eligible
         batch = tf.shape(points)[0]
@@ -91,6 +102,8 @@ class DifferentiableClustering(keras.layers.Layer):
                 routing = routing * winner
             routing = routing * routed_f
             capsules = squash(tf.einsum("blk,bld->bkd", routing, points))
+        if self.routing_gradient == "last":
+            capsules = squash(tf.einsum("blk,bld->bkd", routing, mapped))
         cmask_f = tf.cast(cmask, points.dtype)
         return {
             "capsules": capsules * cmask_f[..., None],
@@ -103,4 +116,5 @@ class DifferentiableClustering(keras.layers.Layer):
         return {**super().get_config(), "num_clusters": self.num_clusters, "dim": self.dim,
                 "iterations": self.iterations, "init": self.init,
                 "single_assignment": self.single_assignment,
-                "validity_filter": self.validity_filter, "seed": self.seed}
+                "validity_filter": self.validity_filter, "seed": self.seed,
+                "routing_gradient": self.routing_gradient}
