@@ -17,8 +17,10 @@ tables, writes JSON and the markdown report.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
+import shutil
 import sys
 import time
 
@@ -67,6 +69,13 @@ def prepare(dataset: str, work: pathlib.Path, association: str = "source") -> tu
         run_prepare(load_config(DATASETS[dataset], overrides), str(out),
                     ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
     return str(out), overrides
+
+
+def run_config(cfg) -> dict:
+    """The resolved model + train config a cached run was trained with: a
+    cached run is reused only while it matches (defaults change in code)."""
+    return json.loads(json.dumps({"model": dataclasses.asdict(cfg.model),
+                                  "train": dataclasses.asdict(cfg.train)}))
 
 
 def _save(path: pathlib.Path, results, extra: dict) -> None:
@@ -118,27 +127,40 @@ def run_model(dataset, data_dir, base_overrides, name, overrides, seed, epochs, 
     from trainer.task import train
 
     path = work / dataset / "runs" / name.replace(" ", "_").replace("/", "-") / f"seed{seed}"
+    cfg = load_config(DATASETS[dataset], base_overrides + overrides +
+                      [f"train.seed={seed}", f"train.epochs={epochs}"])
+    resolved = run_config(cfg)
     if (path / "ranks.npz").exists():
-        return _load(path)
+        cached = json.loads((path / "run.json").read_text()).get("config")
+        if cached == resolved:
+            return _load(path)
+        if cached_only:
+            log(f"{dataset} {name} seed {seed}: cached run has another config; not used (--cached_only)")
+            return None
+        log(f"{dataset} {name} seed {seed}: cached run has another config (code defaults changed); retraining")
+        shutil.rmtree(path)
     if cached_only:
         return None
     keras.backend.clear_session()
-    cfg = load_config(DATASETS[dataset], base_overrides + overrides +
-                      [f"train.seed={seed}", f"train.epochs={epochs}"])
     rt = runtime.resolve(str(path / "model"), env={})
     started = time.time()
     if (path / "model" / "training.json").exists():  # trained, not yet scored
         summary = json.loads((path / "model" / "training.json").read_text())
     else:
         summary = train(cfg, data_dir, rt, verbose=0)
-    _, model, _ = load_trained(rt.model_dir, data_dir)
+    trained_cfg, model, _ = load_trained(rt.model_dir, data_dir)
+    if run_config(trained_cfg) != resolved:  # an unscored model from other code defaults
+        log(f"{dataset} {name} seed {seed}: trained model has another config; retraining")
+        shutil.rmtree(path / "model")
+        return run_model(dataset, data_dir, base_overrides, name, overrides, seed, epochs, work, corpus,
+                         truth, cached_only, eval_dir)
     results = evaluate_model(model, cfg, eval_dir or data_dir, corpus, truth)
     seconds = time.time() - started
     log(f"{dataset} {name} seed {seed}: HR@50 {np.mean(results.ranks <= 50):.4f} "
         f"(best val {summary['best_validation']}, {summary['optimizer_steps']} steps, {seconds:.0f} s)")
     _save(path, results, {"summary": {k: summary[k] for k in ("best_validation", "optimizer_steps",
                                                                "steps_per_epoch", "seconds", "history")},
-                          "seconds": seconds, "overrides": base_overrides + overrides})
+                          "seconds": seconds, "overrides": base_overrides + overrides, "config": resolved})
     return results
 
 

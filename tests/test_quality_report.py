@@ -39,3 +39,28 @@ def test_bars_compare_dcm_with_each_baseline(tmp_path):
     assert "| dcm | 3 | 0.1650 [0.155, 0.175] | 0.3300 [0.320, 0.340]" in text
     assert "NOT met" in text
     assert "Not run yet: sa." in text
+
+
+def test_cached_run_is_reused_only_with_the_same_config(tmp_path):
+    """A cached (dataset, variant, seed) run is tabulated only while the
+    resolved config it was trained with matches today's (code defaults move)."""
+    import numpy as np
+
+    from benchmarks.quality import _save, run_config, run_model
+    from trainer.config import load_config
+    from trainer.evaluation import RecordResults
+
+    path = tmp_path / "synthetic" / "runs" / "dcm" / "seed0"
+    path.mkdir(parents=True)
+    cfg = load_config("synthetic-small", ["model.kind=dcm", "train.seed=0", "train.epochs=6"])
+    results = RecordResults(ranks=np.array([1, 60]), segments=np.array(["core", "new"], dtype=object),
+                            diversity=np.array([1.0, 2.0]))
+    _save(path, results, {"config": run_config(cfg)})
+
+    def cached(overrides):
+        return run_model("synthetic", "unused", [], "dcm", overrides, 0, 6, tmp_path, None, None,
+                         cached_only=True)
+
+    assert cached(["model.kind=dcm"]).ranks.tolist() == [1, 60]
+    assert cached(["model.kind=dcm", "model.implicit_fields=[]"]) is None
+    assert (path / "ranks.npz").exists()  # --cached_only never deletes a run

@@ -139,8 +139,11 @@ class ModelConfig:
         sum only, routing coefficients constant, as ComiRec) or `all`.
       association: `argmax` (eq. 8) or `gumbel` (straight-through).
       implicit_fields: shared user fields crossed with every implicit
-        condition besides the condition itself: any of `pooled` (mean of
-        the valid history items), `latest` (the most recent item).
+        condition besides the condition itself (phi(u, c_j) of eq. 8): any
+        of `pooled` (mean of the valid history items), `latest` (the most
+        recent item); `[]` = the condition alone. Picked on ml-100k's
+        validation carve (seed 0, best val HR@50: [] 0.394, [latest] 0.431,
+        [pooled, latest] 0.440).
     """
 
     kind: str = "dcm"
@@ -158,7 +161,7 @@ class ModelConfig:
     validity_filter: bool = True
     routing_gradient: str = "last"
     association: str = "argmax"
-    implicit_fields: list[str] = dataclasses.field(default_factory=list)
+    implicit_fields: list[str] = dataclasses.field(default_factory=lambda: ["pooled", "latest"])
     gumbel_temperature: float = 1.0
     attention_dim: int = 32
     pfs_concepts: int = 32

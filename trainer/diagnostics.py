@@ -35,3 +35,17 @@ def routing_entropy(importance: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
 def masked_fraction(mask: tf.Tensor) -> tf.Tensor:
     """Share of user embeddings that are masked (not enough valid items)."""
     return 1.0 - tf.reduce_mean(tf.cast(mask, tf.float32))
+
+
+def effective_interests(index: tf.Tensor, num_interests) -> tf.Tensor:
+    """exp(entropy) of how often each embedding slot is the associated one.
+
+    Over a batch of examples, the share of targets associated (eq. 8) with
+    slot j; 1 = one slot wins every example, i.e. the model degenerated into
+    a single-embedding one ("winner takes all", paper §3.2.4); K = uniform.
+
+    Args: index `[B]` int selected slot, num_interests K. Returns: scalar.
+    """
+    counts = tf.math.bincount(index, minlength=num_interests, maxlength=num_interests, dtype=tf.float32)
+    p = counts / tf.maximum(tf.reduce_sum(counts), 1.0)
+    return tf.exp(-tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-12)), 0.0)))

@@ -69,7 +69,7 @@ class MultiEmbeddingModel(tfrs.Model):
         self.recompute_selected = True  # see _select
         self.task = tfrs.tasks.Retrieval(temperature=cfg.temperature, remove_accidental_hits=True)
         self.diag = {name: keras.metrics.Mean(name=name) for name in
-                     ("pairwise_cosine", "routing_entropy", "masked_fraction")}
+                     ("pairwise_cosine", "routing_entropy", "masked_fraction", "effective_interests")}
         # Training audit, checkpointed with the model: how many examples the
         # weights have been trained on and an order-free checksum of which
         # ones (sum of 2^20-bucket hashes of user|timestamp; exact in
@@ -185,8 +185,9 @@ class MultiEmbeddingModel(tfrs.Model):
         return {"embeddings": emb, "importance": out["importance"], "mask": mask}, (
             out["capsules"], hist["pooled"], hist["latest"])
 
-    def _select(self, user: dict, cross_inputs, target: tf.Tensor, training) -> tf.Tensor:
-        """The associated embedding `[B, d]` that the loss trains (eq. 8).
+    def _select(self, user: dict, cross_inputs, target: tf.Tensor, training):
+        """The associated embedding `[B, d]` that the loss trains (eq. 8) and
+        its slot `[B]`.
 
         With argmax association only the selected embedding gets gradients,
         so the K-condition crossing is run forward only (stop_gradient) to
@@ -198,25 +199,28 @@ class MultiEmbeddingModel(tfrs.Model):
         """
         inputs = {"embeddings": user["embeddings"], "mask": user["mask"], "target": target}
         if not (self.recompute_selected and training and cross_inputs is not None and self.association.mode == "argmax"):
-            return self.association(inputs, training=training)["selected"]
+            chosen = self.association(inputs, training=training)
+            return chosen["selected"], chosen["index"]
         inputs["embeddings"] = tf.stop_gradient(user["embeddings"])
         index = self.association(inputs, training=training)["index"]
         conditions, pooled, latest = cross_inputs
         chosen = tf.gather(conditions, index, batch_dims=1)[:, None, :]
-        return self._cross(chosen, pooled, latest)[:, 0, :]
+        return self._cross(chosen, pooled, latest)[:, 0, :], index
 
     # -- training --------------------------------------------------------------
     def compute_loss(self, inputs, training=False):
         target_ids = inputs[features.TARGET_ITEM_ID]
         target = self.item_embeddings(target_ids)
         user, cross_inputs = self._user_tower(inputs, training=training)
-        selected = self._select(user, cross_inputs, target, training)
+        selected, index = self._select(user, cross_inputs, target, training)
         probability = self.frequency(target_ids, training=training)
         self.diag["pairwise_cosine"].update_state(
             diagnostics.mean_pairwise_cosine(user["embeddings"], user["mask"]))
         self.diag["routing_entropy"].update_state(
             diagnostics.routing_entropy(user["importance"], user["mask"]))
         self.diag["masked_fraction"].update_state(diagnostics.masked_fraction(user["mask"]))
+        self.diag["effective_interests"].update_state(
+            diagnostics.effective_interests(index, tf.shape(user["mask"])[1]))
         if training:
             key = tf.strings.join([inputs[features.USER_ID], tf.strings.as_string(
                 inputs[features.TARGET_TIMESTAMP])], "|")

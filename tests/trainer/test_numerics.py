@@ -156,3 +156,12 @@ def test_hit_rate_hand_case():
     assert ref.hit_rate(user, corpus, 1, set(), 2) == 0.0
     assert ref.hit_rate(user, corpus, 1, {3}, 2) == 1.0
     assert ref.hit_rate(user, corpus, 1, set(), 3) == 1.0
+
+
+def test_effective_interests_counts_used_slots():
+    from trainer.diagnostics import effective_interests
+
+    assert float(effective_interests(tf.constant([2, 2, 2, 2]), 4)) == pytest.approx(1.0)
+    assert float(effective_interests(tf.constant([0, 1, 2, 3]), 4)) == pytest.approx(4.0)
+    # p = (1/2, 1/4, 1/4): exp(H) = 2^(3/2)
+    assert float(effective_interests(tf.constant([0, 0, 1, 3]), 4)) == pytest.approx(2 ** 1.5, rel=1e-5)

@@ -68,6 +68,7 @@ def test_train_writes_model_logs_and_tuning_metric(world, tmp_path, capsys):
     assert not (model_dir / "backup" / "chief").exists()  # BackupAndRestore cleans up after success
     tags = _scalar_tags(str(model_dir / "logs"))
     assert {"epoch_loss", "epoch_pairwise_cosine", "epoch_routing_entropy", "epoch_masked_fraction",
+            "epoch_effective_interests",
             "epoch_hr_at_50"} <= tags, tags
     line = json.loads(hp_file.read_text().splitlines()[-1])
     assert float(line["val_hr_at_50"]) == pytest.approx(summary["best_validation"])
