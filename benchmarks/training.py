@@ -9,9 +9,10 @@ single-embedding model in the same round. Prints a table and writes JSON.
 
   python -m benchmarks.training [--steps 20] [--rounds 7] [--out benchmarks/results/training.json]
 
-Rows: the model kinds, plus `dcm (plain backward)` = DCM without the two
-training-cost measures (argmax recompute, routing gradient through the last
-iteration only) for reference.
+Rows: the model kinds, plus for reference `dcm (plain backward)` = DCM
+without the two training-cost measures (argmax recompute, routing gradient
+through the last iteration only) and `dcm (condition only)` = DCM whose
+conditions enter the crossing without the shared pooled/latest fields.
 
 Bar (issue 3): DCM costs at most 1.5x the single-embedding model per example.
 """
@@ -31,6 +32,7 @@ ROWS = {
     "mind": (["model.kind=mind"], True),
     "dcm": (["model.kind=dcm"], True),
     "dcm (plain backward)": (["model.kind=dcm", "model.routing_gradient=all"], False),
+    "dcm (condition only)": (["model.kind=dcm", "model.implicit_fields=[]"], True),
     "sa": (["model.kind=sa"], True),
     "cr": (["model.kind=cr"], True),
 }
