@@ -43,14 +43,17 @@ def test_argmax_recompute_matches_full_backward(world, kind):
     loss_fast, fast = _gradients(model, batch, True)
     loss_full, full = _gradients(model, batch, False)
     assert loss_fast == pytest.approx(loss_full, rel=1e-5)
-    checked = 0
-    for var, g_fast, g_full in zip(model.trainable_variables, fast, full):
+    pairs = [(var, g_fast, g_full) for var, g_fast, g_full in zip(model.trainable_variables, fast, full)]
+    for var, g_fast, g_full in pairs:
         if g_full is None:
             assert g_fast is None, var.name
-            continue
-        g_fast, g_full = tf.convert_to_tensor(g_fast).numpy(), tf.convert_to_tensor(g_full).numpy()
-        # float32 summation order differs (B vs B*K rows): tolerance relative to the scale
-        np.testing.assert_allclose(g_fast, g_full, rtol=1e-4, atol=1e-5 * np.abs(g_full).max(),
-                                   err_msg=var.name)
-        checked += int(np.any(g_full != 0))
-    assert checked > 10  # the item tower, summariser, interest module and DHEN all train
+    dense = [(var, tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy())
+             for var, a, b in pairs if b is not None]
+    # float32 summation order differs (B vs B*K rows): the tolerance is
+    # relative to the largest gradient, so analytically-zero gradients (e.g.
+    # attention key biases, ~1e-9 of float noise) compare as zero.
+    scale = max(np.abs(g).max() for _, _, g in dense)
+    for var, g_fast, g_full in dense:
+        np.testing.assert_allclose(g_fast, g_full, rtol=1e-4, atol=1e-5 * scale, err_msg=var.name)
+    trained = sum(int(np.abs(g).max() > 1e-4 * scale) for _, _, g in dense)
+    assert trained > 10  # the item tower, summariser, interest module and DHEN all train
