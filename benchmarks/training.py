@@ -40,20 +40,19 @@ ROWS = {
 
 def build_step(prepared: str, overrides: list[str], recompute: bool, batches: int, batch: int):
     """A traced train step of one model and its materialised input batches."""
-    from trainer import features
     from trainer.config import load_config
     from trainer.data import build_dataset
     from trainer.item_table import load_item_table
     from trainer.layers._keras import keras, tf
     from trainer.model import build_model
+    from trainer.model_io import train_pattern
 
     tf.keras.utils.set_random_seed(0)
     cfg = load_config("synthetic-small", overrides)
     model = build_model(cfg.model, load_item_table(prepared))
     model.recompute_selected = recompute
     model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
-    split = features.TRAIN_EXPLICIT if cfg.model.kind == "cr" else features.TRAIN_IMPLICIT
-    data = build_dataset(f"{prepared}/{split}-*", batch, cfg.data.history_length, repeat=True)
+    data = build_dataset(train_pattern(prepared, cfg), batch, cfg.data.history_length, repeat=True)
     # Materialise batches first so the timing is the model, not the input pipeline.
     return tf.function(model.train_step), list(data.take(batches))
 

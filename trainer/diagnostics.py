@@ -3,6 +3,11 @@
 from trainer.layers._keras import tf
 
 
+def _entropy(p: tf.Tensor) -> tf.Tensor:
+    """Entropy (nats) over the last axis of probabilities `p` (0 log 0 = 0)."""
+    return -tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-12)), 0.0), axis=-1)
+
+
 def mean_pairwise_cosine(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     """Mean cosine between a user's unmasked embeddings, over users with >= 2.
 
@@ -28,8 +33,7 @@ def routing_entropy(importance: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     m = tf.cast(mask, importance.dtype)
     mass = importance * m
     p = mass / tf.maximum(tf.reduce_sum(mass, axis=1, keepdims=True), 1e-9)
-    ent = -tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-12)), 0.0), axis=1)
-    return tf.reduce_mean(ent)
+    return tf.reduce_mean(_entropy(p))
 
 
 def masked_fraction(mask: tf.Tensor) -> tf.Tensor:
@@ -48,4 +52,4 @@ def effective_interests(index: tf.Tensor, num_interests) -> tf.Tensor:
     """
     counts = tf.math.bincount(index, minlength=num_interests, maxlength=num_interests, dtype=tf.float32)
     p = counts / tf.maximum(tf.reduce_sum(counts), 1.0)
-    return tf.exp(-tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-12)), 0.0)))
+    return tf.exp(_entropy(p))

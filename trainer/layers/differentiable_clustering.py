@@ -93,7 +93,7 @@ class DifferentiableClustering(keras.layers.Layer):
             )
         routed_f = tf.cast(routed, points.dtype)[..., None]
         routing = tf.zeros(tf.stack([batch, tf.shape(points)[1], self.num_clusters]))
-        for _ in range(self.iterations):
+        for step in range(self.iterations):
             logits = tf.einsum("bkd,bld->blk", capsules, points)
             logits = tf.where(cmask[:, None, :], logits, NEG_INF)
             routing = tf.nn.softmax(logits, axis=-1)
@@ -101,9 +101,10 @@ class DifferentiableClustering(keras.layers.Layer):
                 winner = tf.one_hot(tf.argmax(logits, axis=-1), self.num_clusters, dtype=routing.dtype)
                 routing = routing * winner
             routing = routing * routed_f
-            capsules = squash(tf.einsum("blk,bld->bkd", routing, points))
-        if self.routing_gradient == "last":
-            capsules = squash(tf.einsum("blk,bld->bkd", routing, mapped))
+            # The final weighted sum reads the differentiable item vectors
+            # (the same values as `points`; with `last` the only gradient path).
+            values = mapped if step == self.iterations - 1 else points
+            capsules = squash(tf.einsum("blk,bld->bkd", routing, values))
         cmask_f = tf.cast(cmask, points.dtype)
         return {
             "capsules": capsules * cmask_f[..., None],
