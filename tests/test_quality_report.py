@@ -64,3 +64,17 @@ def test_cached_run_is_reused_only_with_the_same_config(tmp_path):
     assert cached(["model.kind=dcm"]).ranks.tolist() == [1, 60]
     assert cached(["model.kind=dcm", "model.implicit_fields=[]"]) is None
     assert (path / "ranks.npz").exists()  # --cached_only never deletes a run
+
+
+def test_default_k_ablation_row_reads_the_dcm_runs():
+    """`dcm K_im=7` is not trained twice: it is the Table 1 DCM, which holds
+    only while the default K_im is 7."""
+    from benchmarks.quality import DATASETS, ablation_run, run_config
+    from trainer.config import load_config
+
+    run_name, overrides = ablation_run("dcm K_im=7")
+    assert run_name == "dcm"
+    for preset in DATASETS.values():
+        aliased = run_config(load_config(preset, overrides))
+        assert aliased == run_config(load_config(preset, ["model.kind=dcm", "model.num_interests=7"]))
+    assert ablation_run("dcm K_im=2") == ("dcm K_im=2", ["model.kind=dcm", "model.num_interests=2"])

@@ -29,6 +29,7 @@ from trainer.layers.self_attentive import SelfAttentiveInterests
 from trainer.layers.subsequence_concepts import SubsequenceConcepts
 
 IMPLICIT_KINDS = ("dcm", "mind", "sa", "tokens", "pfs")
+DIAGNOSTICS = ("pairwise_cosine", "routing_entropy", "masked_fraction", "effective_interests")
 
 
 class MultiEmbeddingModel(tfrs.Model):
@@ -68,8 +69,12 @@ class MultiEmbeddingModel(tfrs.Model):
                                                      name="frequency")
         self.recompute_selected = True  # see _select
         self.task = tfrs.tasks.Retrieval(temperature=cfg.temperature, remove_accidental_hits=True)
-        self.diag = {name: keras.metrics.Mean(name=name) for name in
-                     ("pairwise_cosine", "routing_entropy", "masked_fraction", "effective_interests")}
+        # Collapse diagnostics. Metric accumulators are not model state: they
+        # are kept out of the checkpoint (untracked; reported via `metrics`),
+        # so adding a diagnostic never orphans an existing checkpoint.
+        self._self_setattr_tracking = False
+        self.diag = {name: keras.metrics.Mean(name=name) for name in DIAGNOSTICS}
+        self._self_setattr_tracking = True
         # Training audit, checkpointed with the model: how many examples the
         # weights have been trained on and an order-free checksum of which
         # ones (sum of 2^20-bucket hashes of user|timestamp; exact in
@@ -102,6 +107,10 @@ class MultiEmbeddingModel(tfrs.Model):
             layer.item_concept.assign(concepts.astype(np.int32))
             return layer
         return None
+
+    @property
+    def metrics(self):
+        return super().metrics + list(self.diag.values())
 
     # -- towers ----------------------------------------------------------------
     def item_embeddings(self, ids: tf.Tensor) -> tf.Tensor:

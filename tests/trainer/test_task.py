@@ -12,6 +12,8 @@ from mer_testing import prepare_small_world
 from trainer import runtime
 from trainer.config import load_config
 from trainer.data import target_timestamps
+from trainer.layers._keras import tf
+from trainer.model import DIAGNOSTICS
 from trainer.task import train, validation_split
 
 pytestmark = pytest.mark.slow
@@ -23,8 +25,6 @@ def world(tmp_path_factory):
 
 
 def _scalar_tags(directory: str) -> set[str]:
-    import tensorflow as tf
-
     tags = set()
     for path in glob.glob(f"{directory}/**/events.out.tfevents.*", recursive=True):
         for event in tf.compat.v1.train.summary_iterator(path):
@@ -64,7 +64,12 @@ def test_train_writes_model_logs_and_tuning_metric(world, tmp_path, capsys):
 
     model_dir = tmp_path / "model"
     assert (model_dir / "config.yaml").exists() and (model_dir / "training.json").exists()
-    assert glob.glob(str(model_dir / "checkpoint" / "model*.index"))
+    (index,) = glob.glob(str(model_dir / "checkpoint" / "model*.index"))
+    # Weights, frequency state and audit are checkpointed; metric accumulators are not
+    # (a new diagnostic must not orphan older checkpoints).
+    saved = [name for name, _ in tf.train.list_variables(index[: -len(".index")])]
+    assert any("frequency" in n for n in saved) and any("trained_examples" in n for n in saved)
+    assert not [n for n in saved if any(d in n for d in DIAGNOSTICS)], saved
     assert not (model_dir / "backup" / "chief").exists()  # BackupAndRestore cleans up after success
     tags = _scalar_tags(str(model_dir / "logs"))
     assert {"epoch_loss", "epoch_pairwise_cosine", "epoch_routing_entropy", "epoch_masked_fraction",
