@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.quality import bars, write_docs
 
 
@@ -78,3 +80,34 @@ def test_default_k_ablation_row_reads_the_dcm_runs():
         aliased = run_config(load_config(preset, overrides))
         assert aliased == run_config(load_config(preset, ["model.kind=dcm", "model.num_interests=7"]))
     assert ablation_run("dcm K_im=2") == ("dcm K_im=2", ["model.kind=dcm", "model.num_interests=2"])
+
+
+def test_dcm_variant_is_picked_on_validation_hr(tmp_path):
+    """The picked DCM is the variant with the best mean *validation* HR over
+    all seeds; a variant missing a seed does not compete."""
+    import json
+
+    from benchmarks.quality import PICKED, bars, pick_on_validation
+
+    def run(name, seed, val):
+        path = tmp_path / name / f"seed{seed}"
+        path.mkdir(parents=True)
+        (path / "run.json").write_text(json.dumps({"summary": {"best_validation": val}}))
+
+    for seed, (dcm, no_sar, k2) in enumerate([(0.40, 0.45, 0.60), (0.42, 0.47, 0.10)]):
+        run("dcm", seed, dcm)
+        run("dcm_w-o_SAR", seed, no_sar)
+        run("dcm_K_im=2", seed, k2)
+    run("dcm_K_im=4", 0, 0.99)  # seed 1 missing
+    picked = pick_on_validation(tmp_path, [0, 1])
+    assert picked["variant"] == "dcm w/o SAR"
+    assert picked["validation_hr"]["dcm K_im=7"] == picked["validation_hr"]["dcm"] == pytest.approx(0.41)
+    assert "dcm K_im=4" not in picked["validation_hr"]
+    assert pick_on_validation(tmp_path / "none", [0]) is None
+
+    report = {"datasets": {"ml-100k": {"picked_dcm": picked, "tables": {"main": {
+        "dcm": _row(0.30, 0.40), "single": _row(0.33, 0.45), PICKED: _row(0.35, 0.44)}}}}}
+    lines = bars(report)
+    assert "ml-100k HR@50: DCM 0.3000 vs single 0.3300: NOT met" in lines
+    assert "ml-100k HR@50: DCM picked on validation (dcm w/o SAR) 0.3500 vs single 0.3300: met" in lines
+    assert "ml-100k HR@100: DCM picked on validation (dcm w/o SAR) 0.4400 vs single 0.4500: NOT met" in lines
