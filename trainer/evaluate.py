@@ -1,14 +1,17 @@
 """`mer evaluate` / `python -m trainer.evaluate`: SPEC §6 on a trained model.
 
   mer evaluate --model_dir runs/model [--data_dir <prepared>] [--ks 20,50,100,200]
-               [--explicit_model_dir runs/cr]
+               [--explicit_model_dir runs/cr] [--served]
 
 Prints a table and writes JSON (`<model_dir>/evaluation.json` by default):
 exact HR@K with 95% bootstrap CIs, filtered HR for CR, per-segment HR
 (synthetic: core/casual/new from the world's ground truth; otherwise history
 length buckets), interest coverage per tier and topic diversity of the top-K,
 and, with `--explicit_model_dir`, the overlap between the implicit top-K and
-the explicit (CR, followed topics) candidate set.
+the explicit (CR, followed topics) candidate set. `--served` adds "served
+HR@K": the target among the K candidates of the serving merge (importance
+budgets, round-robin, de-duplication; `trainer/merging.py`) instead of SPEC
+§6's max over embeddings.
 """
 
 from __future__ import annotations
@@ -51,6 +54,13 @@ def evaluate_model(model, cfg, data_dir: str, corpus: evaluation.Corpus, truth: 
                                       truth=truth, coverage_k=coverage_k, keep_candidates=keep_candidates)
 
 
+def served_hits(model, cfg, data_dir: str, corpus: evaluation.Corpus, ks, max_records: int = 0) -> dict:
+    """K -> `[records]` bool: target among the K candidates the serving merge returns."""
+    records = evaluation.iter_records(f"{data_dir.rstrip('/')}/{features.EVAL_IMPLICIT}-*{features.TFRECORD_SUFFIX}",
+                                      256, cfg.data.history_length, limit=max_records)
+    return evaluation.served_hits(evaluation.ModelScorer(model, corpus), corpus, records, ks)
+
+
 def overlap(implicit_model, cr_model, cr_cfg, data_dir, corpus, k: int, max_records: int = 0) -> float:
     """Share of the explicit candidates also in the implicit top-k (paper §3.4)."""
     pattern = f"{data_dir.rstrip('/')}/{features.EVAL_IMPLICIT}-*{features.TFRECORD_SUFFIX}"
@@ -75,6 +85,10 @@ def print_table(name: str, summary: dict) -> None:
     for label, block in blocks:
         cells = [f"{block[k]['mean']:.4f} [{block[k]['ci95'][0]:.4f}, {block[k]['ci95'][1]:.4f}]" for k in ks]
         print(f"| {label} | " + " | ".join(cells) + " |")
+    if "served_hr" in summary:
+        block = summary["served_hr"]
+        print("| served HR | " + " | ".join(
+            f"{block[k]['mean']:.4f} [{block[k]['ci95'][0]:.4f}, {block[k]['ci95'][1]:.4f}]" for k in ks) + " |")
     for tier, value in (summary.get("coverage") or {}).items():
         print(f"coverage {tier} (users={value['users']}): {value['mean']:.4f} "
               f"[{value['ci95'][0]:.4f}, {value['ci95'][1]:.4f}]")
@@ -93,6 +107,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--coverage_k", type=int, default=50, help="top-K list for coverage and diversity")
     p.add_argument("--explicit_model_dir", default=None, help="a CR model: report candidate overlap")
     p.add_argument("--overlap_k", type=int, default=50)
+    p.add_argument("--served", action="store_true",
+                   help="also report HR under the serving merge (implicit and single models)")
     p.add_argument("--max_records", type=int, default=0, help="0 = all eval records")
     p.add_argument("--bootstrap_seed", type=int, default=0)
     p.add_argument("--output", default=None, help="JSON path; default <model_dir>/evaluation.json")
@@ -108,8 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         ks = tuple(int(k) for k in args.ks.split(",") if k) if args.ks else default_ks(len(corpus.ids))
         pattern = args.truth or truth_pattern(data_dir)
         truth = evaluation.load_truth(pattern) if pattern else None
+        if args.served and cfg.model.kind == "cr":
+            raise ValueError("--served: implicit or single-embedding models only; CR's served candidates "
+                             "(equal budgets, topic post-filter) are measured by --explicit_model_dir")
         results = evaluate_model(model, cfg, data_dir, corpus, truth, args.coverage_k, args.max_records)
         report = evaluation.summarize([results], ks, args.bootstrap_seed)
+        if args.served:
+            hits = served_hits(model, cfg, data_dir, corpus, ks, args.max_records)
+            report["served_hr"] = evaluation.hit_block({k: [v] for k, v in hits.items()}, args.bootstrap_seed)
         report.update({"model_dir": args.model_dir, "kind": cfg.model.kind, "data_dir": data_dir,
                        "corpus": len(corpus.ids), "coverage_k": args.coverage_k})
         if args.explicit_model_dir:

@@ -242,9 +242,15 @@ def bootstrap_ci(values: np.ndarray, resamples: int = 1000, seed: int = 0,
 
 
 def _hr_block(rank_runs: list[np.ndarray], ks, seed: int) -> dict:
+    return hit_block({k: [r <= k for r in rank_runs] for k in ks}, seed)
+
+
+def hit_block(hit_runs: dict, seed: int = 0) -> dict:
+    """K -> per-seed `[records]` bool hits (same records in every seed) ->
+    mean over seeds, 95% bootstrap CI over records of the seed-averaged hits."""
     out = {}
-    for k in ks:
-        hits = np.stack([r <= k for r in rank_runs]).astype(np.float64)
+    for k, runs in hit_runs.items():
+        hits = np.stack(runs).astype(np.float64)
         per_seed = hits.mean(axis=1)
         lo, hi = bootstrap_ci(hits.mean(axis=0), seed=seed)
         out[str(k)] = {"mean": float(per_seed.mean()), "ci95": [lo, hi],
@@ -326,17 +332,20 @@ class ModelScorer:
                   features.CONDITION_TOPIC: condition}
         out = self.model.user_embeddings(inputs, training=False,
                                          conditions=conditions if self.conditions else None)
-        return out["embeddings"], out["mask"]
+        return out["embeddings"], out["mask"], out["importance"]
 
-    def embed(self, batch: dict) -> tuple[np.ndarray, np.ndarray]:
-        """`[b, K, d]` user embeddings and `[b, K]` mask of a record batch."""
+    def embed(self, batch: dict, with_importance: bool = False) -> tuple:
+        """`[b, K, d]` user embeddings and `[b, K]` mask of a record batch
+        (and `[b, K]` importance with `with_importance`)."""
         tf = self._tf
         n = len(batch[features.USER_ID])
         condition = batch.get(features.CONDITION_TOPIC, np.full(n, b"", object))
         conditions = self.conditions(batch) if self.conditions else np.full((n, 1), b"", object)
-        emb, mask = self._embed(tf.constant(batch[features.HISTORY_ITEM_IDS]),
-                                tf.constant(batch[features.HISTORY_NEGATIVE]),
-                                tf.constant(condition), tf.constant(conditions))
+        emb, mask, importance = self._embed(tf.constant(batch[features.HISTORY_ITEM_IDS]),
+                                            tf.constant(batch[features.HISTORY_NEGATIVE]),
+                                            tf.constant(condition), tf.constant(conditions))
+        if with_importance:
+            return emb.numpy(), mask.numpy(), importance.numpy()
         return emb.numpy(), mask.numpy()
 
     def __call__(self, batch: dict) -> np.ndarray:
@@ -363,3 +372,33 @@ def explicit_candidates(scorer: "ModelScorer", corpus: Corpus, batch: dict, k: i
         for r in np.flatnonzero(mask[:, c]):
             out[r].update(int(x) for x in best[r, : budget[r]] if x >= 0)
     return out
+
+
+def served_hits(scorer: "ModelScorer", corpus: Corpus, records: Iterator[dict],
+                ks=MOVIELENS_KS) -> dict[int, np.ndarray]:
+    """Hits under the serving merge instead of SPEC §6's max scoring: each
+    user embedding retrieves from the corpus (history excluded, exact),
+    budgets of K candidates follow the model's importance
+    (`trainer.merging.budgets`) and the lists merge round-robin with
+    de-duplication; a record is a hit at K when its target is among the K
+    merged candidates. For a single-embedding model this equals HR@K.
+
+    Returns: K -> `[records]` bool.
+    """
+    from trainer.merging import budgets, round_robin
+
+    depth = 2 * max(ks)  # enough for any budget after skipping duplicates
+    hits: dict[int, list] = {k: [] for k in ks}
+    for batch in records:
+        emb, mask, importance = scorer.embed(batch, with_importance=True)
+        target = corpus.columns(batch[features.TARGET_ITEM_ID])
+        history = corpus.columns(batch[features.HISTORY_ITEM_IDS])
+        lists = np.full(mask.shape + (min(depth, len(corpus.ids)),), -1)
+        for j in range(mask.shape[1]):
+            _, masked = rank_targets(emb[:, j] @ scorer.items.T, target, history)
+            lists[:, j] = top_k(masked, depth)
+        for k in ks:
+            share = budgets(importance, mask, k)
+            hits[k].append(np.asarray([target[r] >= 0 and target[r] in round_robin(lists[r], share[r], k)
+                                       for r in range(len(target))]))
+    return {k: np.concatenate(v) for k, v in hits.items()}

@@ -106,7 +106,7 @@ class _TwoEmbeddingModel:
         b = self.tf.shape(inputs["history_item_ids"])[0]
         emb = self.tf.tile(self.tf.constant([[[1.0, 0.0], [0.0, 1.0]]]), [b, 1, 1])
         mask = self.tf.tile(self.tf.constant([[True, False]]), [b, 1])
-        return {"embeddings": emb, "mask": mask}
+        return {"embeddings": emb, "mask": mask, "importance": self.tf.cast(mask, self.tf.float32)}
 
 
 def test_model_scorer_takes_max_over_unmasked_embeddings():

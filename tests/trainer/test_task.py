@@ -81,7 +81,7 @@ def test_train_writes_model_logs_and_tuning_metric(world, tmp_path, capsys):
 
     # `mer evaluate` on the artifact: SPEC §6 metrics with CIs, segments, coverage.
     capsys.readouterr()
-    assert cli.main(["evaluate", "--model_dir", str(model_dir), "--ks", "20,50"]) == 0
+    assert cli.main(["evaluate", "--model_dir", str(model_dir), "--ks", "20,50", "--served"]) == 0
     report = json.loads((model_dir / "evaluation.json").read_text())
     eval_records = len(target_timestamps(f"{world}/eval/implicit-*"))
     assert report["records"] == eval_records
@@ -90,6 +90,9 @@ def test_train_writes_model_logs_and_tuning_metric(world, tmp_path, capsys):
     assert set(report["segments"]) == {"core", "casual", "new"}
     assert sum(s["records"] for s in report["segments"].values()) == eval_records
     assert {"head", "torso", "tail", "all"} <= set(report["coverage"])
+    # Served HR (the serving merge's K candidates) is reported next to HR@K.
+    served = report["served_hr"]
+    assert 0 < served["20"]["mean"] <= served["50"]["mean"] <= 1
     assert "| HR |" in capsys.readouterr().out
 
 
