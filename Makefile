@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test bench-prepare bench-training bench-quality
+.PHONY: setup demo test bench-prepare bench-training bench-quality bench-served
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,6 @@ bench-training: setup
 
 bench-quality: setup
 	$(PY) -m benchmarks.quality
+
+bench-served: setup
+	$(PY) -m benchmarks.served

@@ -47,6 +47,9 @@ def effective_interests(index: tf.Tensor, num_interests) -> tf.Tensor:
     Over a batch of examples, the share of targets associated (eq. 8) with
     slot j; 1 = one slot wins every example, i.e. the model degenerated into
     a single-embedding one ("winner takes all", paper §3.2.4); K = uniform.
+    Read it with `pairwise_cosine`: K (near-)identical embeddings are also a
+    single-embedding model, yet float noise spreads the argmax over all
+    slots (MIND on ml-100k: cosine 1.00 and 6.9 effective interests).
 
     Args: index `[B]` int selected slot, num_interests K. Returns: scalar.
     """
