@@ -105,7 +105,7 @@ def test_early_stopping_stops_on_a_flat_validation_curve(world, tmp_path):
     assert summary["optimizer_steps"] == 6
 
 
-def test_cr_model_gets_filtered_hit_rate(world, tmp_path):
+def test_cr_model_gets_filtered_hit_rate(world, tmp_path, capsys):
     from trainer.evaluate import main
 
     cfg = load_config("synthetic-small", ["model.kind=cr", "train.epochs=1", "train.steps_per_epoch=4"])
@@ -114,3 +114,6 @@ def test_cr_model_gets_filtered_hit_rate(world, tmp_path):
     report = json.loads((tmp_path / "cr" / "evaluation.json").read_text())
     # Filtering can only remove competitors -> filtered HR >= HR (targets carry their topic).
     assert report["filtered_hr"]["50"]["mean"] >= report["hr"]["50"]["mean"]
+    # The serving merge's served HR is for implicit/single models; CR says so.
+    assert main(["--model_dir", str(tmp_path / "cr"), "--served", "--max_records", "10"]) == 2
+    assert "--served: implicit or single-embedding models only" in capsys.readouterr().err
