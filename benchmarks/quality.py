@@ -69,15 +69,16 @@ def run_dir(name: str) -> str:
 def pick_on_validation(runs: pathlib.Path, seeds: list[int]) -> dict | None:
     """The DCM variant (Table 1 DCM or an ablation) with the best mean
     validation HR over `seeds` (validation carve of the training data, never
-    the eval split); only variants with every seed trained compete."""
+    the eval split); only variants with every seed trained compete, and
+    there is no pick without at least two of them."""
     scores = {}
-    for name in ["dcm"] + list(ABLATION):
+    for name in ["dcm"] + [n for n in ABLATION if ablation_run(n)[0] != "dcm"]:
         run_name = ablation_run(name)[0] if name in ABLATION else name
         files = [runs / run_dir(run_name) / f"seed{s}" / "run.json" for s in seeds]
         if all(f.exists() for f in files):
             scores[name] = float(np.mean([json.loads(f.read_text())["summary"]["best_validation"]
                                           for f in files]))
-    if not scores:
+    if len(scores) < 2:
         return None
     best = max(scores, key=scores.get)
     return {"variant": best, "validation_hr": scores}

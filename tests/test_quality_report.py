@@ -101,9 +101,13 @@ def test_dcm_variant_is_picked_on_validation_hr(tmp_path):
     run("dcm_K_im=4", 0, 0.99)  # seed 1 missing
     picked = pick_on_validation(tmp_path, [0, 1])
     assert picked["variant"] == "dcm w/o SAR"
-    assert picked["validation_hr"]["dcm K_im=7"] == picked["validation_hr"]["dcm"] == pytest.approx(0.41)
-    assert "dcm K_im=4" not in picked["validation_hr"]
+    assert picked["validation_hr"]["dcm"] == pytest.approx(0.41)
+    assert "dcm K_im=4" not in picked["validation_hr"]  # a seed missing
+    assert "dcm K_im=7" not in picked["validation_hr"]  # the same runs as dcm
+    assert pick_on_validation(tmp_path, [0, 1, 2]) is None  # nothing has all three seeds
     assert pick_on_validation(tmp_path / "none", [0]) is None
+    run("dcm", 2, 0.5)
+    assert pick_on_validation(tmp_path, [2]) is None  # dcm alone: nothing to pick from
 
     report = {"datasets": {"ml-100k": {"picked_dcm": picked, "tables": {"main": {
         "dcm": _row(0.30, 0.40), "single": _row(0.33, 0.45), PICKED: _row(0.35, 0.44)}}}}}

@@ -8,21 +8,27 @@ epochs, seed 0. Two measures on the eval records (`pytest -s` prints them):
   with (1 = one slot wins everything, i.e. a single-embedding model; K = 7
   = uniform).
 
-Measured (session 4), cosine init -> trained, effective interests trained:
+Measured (session 4, seed 0), cosine init -> trained and effective
+interests trained, on 2 cores (as CI runs) | on 1 core (`taskset -c 0`;
+TF's thread count changes the float summation order, and at this learning
+rate that changes the trajectory):
 
-  tokens + argmax      0.994 -> 0.947   1.37   collapsed ("winner takes all")
-  tokens + ST-Gumbel   0.994 -> 0.882   6.71
-  DCM                  0.112 -> 0.715   6.50
-  SA + ST-Gumbel       0.987 -> 0.673   6.45
-  SA + argmax          0.987 -> 0.721   5.65   NOT collapsed
+  tokens + argmax      0.994 -> 0.916 1.93 | 0.947 1.37   collapsed ("winner takes all")
+  tokens + ST-Gumbel   0.994 -> 0.916 6.81 | 0.882 6.71
+  DCM                  0.112 -> 0.702 6.55 | 0.715 6.50
+  SA + ST-Gumbel       0.987 -> 0.653 6.84 | 0.673 6.45
+  SA + argmax          0.987 -> 0.842 4.16 | 0.721 5.65   partly, never to one slot
 
-Seeds 1 and 2 (same setup): tokens+argmax 0.864 / 5.24 and 0.924 / 3.28,
-tokens+Gumbel 0.730 / 6.70 and 0.758 / 6.66: argmax always ends with the
-more similar embeddings and fewer used slots, how far it collapses varies.
-At the default learning rate 0.003 (seed 0) tokens+argmax keeps 3.62 slots
-(cosine 0.776). The paper's collapse therefore reproduces for interest tokens
-(randomly initialised conditions); it does not for ComiRec-SA with argmax,
-whose heads start near-identical (cosine 0.99) and drift apart in training.
+Seeds 1 and 2 (1 core): tokens+argmax 0.864 / 5.24 and 0.924 / 3.28,
+tokens+Gumbel 0.730 / 6.70 and 0.758 / 6.66: argmax always ends with fewer
+used slots; how far it collapses varies. At the default learning rate 0.003
+(seed 0) tokens+argmax keeps 3.62 slots (cosine 0.776). The paper's
+collapse therefore reproduces for interest tokens (randomly initialised
+conditions): one slot takes (nearly) every target. It does not for
+ComiRec-SA with argmax, whose heads start near-identical (cosine 0.99):
+it loses slots, but keeps more than 4 of 7. Slot usage, not cosine,
+separates the models reliably (tokens+Gumbel ends as similar as
+tokens+argmax on 2 cores, yet uses all slots).
 The test asserts what was measured, with margins.
 """
 
@@ -101,12 +107,13 @@ def test_collapse_diagnostics(world):
     assert cos_before["sa_argmax"] - cos_before["dcm"] > 0.5
     # Winner takes all: randomly initialised interest tokens with argmax
     # association degenerate into (nearly) one embedding; straight-through
-    # Gumbel keeps every slot in use and the embeddings apart.
-    assert cos_after["tokens_argmax"] > 0.9 and used["tokens_argmax"] < 2.5
+    # Gumbel keeps every slot in use.
+    assert cos_after["tokens_argmax"] > 0.85 and used["tokens_argmax"] < 2.5
     assert used["tokens_gumbel"] > 6.0
-    assert cos_after["tokens_argmax"] - cos_after["tokens_gumbel"] > 0.03
     # DCM and the Gumbel models are not collapsed.
     for name in ("dcm", "sa_gumbel"):
-        assert cos_after[name] < 0.8 and used[name] > 5.0, name
-    # Measured, against the paper: SA + argmax does not collapse here.
-    assert cos_after["sa_argmax"] < 0.85 and used["sa_argmax"] > 4.0
+        assert cos_after[name] < 0.8 and used[name] > 6.0, name
+    # Measured, against the paper: SA + argmax loses slots but does not
+    # degenerate into one embedding.
+    assert 3.0 < used["sa_argmax"] < used["sa_gumbel"]
+    assert used["sa_argmax"] - used["tokens_argmax"] > 1.5
