@@ -71,9 +71,12 @@ def pick_on_validation(runs: pathlib.Path, seeds: list[int]) -> dict | None:
     validation HR over `seeds` (validation carve of the training data, never
     the eval split); only variants with every seed trained compete, and
     there is no pick without at least two of them."""
+    candidates = {"dcm": "dcm"}  # row name -> cached run name; an alias of a run competes once
+    for name in ABLATION:
+        if ablation_run(name)[0] not in candidates.values():
+            candidates[name] = ablation_run(name)[0]
     scores = {}
-    for name in ["dcm"] + [n for n in ABLATION if ablation_run(n)[0] != "dcm"]:
-        run_name = ablation_run(name)[0] if name in ABLATION else name
+    for name, run_name in candidates.items():
         files = [runs / run_dir(run_name) / f"seed{s}" / "run.json" for s in seeds]
         if all(f.exists() for f in files):
             scores[name] = float(np.mean([json.loads(f.read_text())["summary"]["best_validation"]

@@ -42,28 +42,31 @@ def followed(k_ex: int):
         else np.full((len(batch[features.USER_ID]), 1), b"", object)
 
 
+def eval_pattern(data_dir: str, split: str = features.EVAL_IMPLICIT) -> str:
+    return f"{data_dir.rstrip('/')}/{split}-*{features.TFRECORD_SUFFIX}"
+
+
 def evaluate_model(model, cfg, data_dir: str, corpus: evaluation.Corpus, truth: dict | None,
                    coverage_k: int = 50, max_records: int = 0,
                    keep_candidates: int = 0) -> evaluation.RecordResults:
     """Per-record results of a trained model on the eval split."""
     cr = cfg.model.kind == "cr"
     split = features.EVAL_EXPLICIT if cr else features.EVAL_IMPLICIT
-    records = evaluation.iter_records(f"{data_dir.rstrip('/')}/{split}-*{features.TFRECORD_SUFFIX}",
-                                      256, cfg.data.history_length, limit=max_records)
+    records = evaluation.iter_records(eval_pattern(data_dir, split), 256, cfg.data.history_length,
+                                      limit=max_records)
     return evaluation.evaluate_scorer(evaluation.ModelScorer(model, corpus), corpus, records, filtered=cr,
                                       truth=truth, coverage_k=coverage_k, keep_candidates=keep_candidates)
 
 
 def served_hits(model, cfg, data_dir: str, corpus: evaluation.Corpus, ks, max_records: int = 0) -> dict:
     """K -> `[records]` bool: target among the K candidates the serving merge returns."""
-    records = evaluation.iter_records(f"{data_dir.rstrip('/')}/{features.EVAL_IMPLICIT}-*{features.TFRECORD_SUFFIX}",
-                                      256, cfg.data.history_length, limit=max_records)
+    records = evaluation.iter_records(eval_pattern(data_dir), 256, cfg.data.history_length, limit=max_records)
     return evaluation.served_hits(evaluation.ModelScorer(model, corpus), corpus, records, ks)
 
 
 def overlap(implicit_model, cr_model, cr_cfg, data_dir, corpus, k: int, max_records: int = 0) -> float:
     """Share of the explicit candidates also in the implicit top-k (paper §3.4)."""
-    pattern = f"{data_dir.rstrip('/')}/{features.EVAL_IMPLICIT}-*{features.TFRECORD_SUFFIX}"
+    pattern = eval_pattern(data_dir)
     implicit = evaluation.ModelScorer(implicit_model, corpus)
     explicit = evaluation.ModelScorer(cr_model, corpus, conditions=followed(cr_cfg.model.num_explicit))
     imp, exp = [], []
@@ -81,14 +84,11 @@ def print_table(name: str, summary: dict) -> None:
     print("| metric | " + " | ".join(f"@{k}" for k in ks) + " |")
     print("|---|" + "---|" * len(ks))
     blocks = [("HR", summary["hr"])] + ([("filtered HR", summary["filtered_hr"])] if "filtered_hr" in summary else [])
+    blocks += [("served HR", summary["served_hr"])] if "served_hr" in summary else []
     blocks += [(f"HR {seg} (n={v['records']})", v["hr"]) for seg, v in summary["segments"].items()]
     for label, block in blocks:
         cells = [f"{block[k]['mean']:.4f} [{block[k]['ci95'][0]:.4f}, {block[k]['ci95'][1]:.4f}]" for k in ks]
         print(f"| {label} | " + " | ".join(cells) + " |")
-    if "served_hr" in summary:
-        block = summary["served_hr"]
-        print("| served HR | " + " | ".join(
-            f"{block[k]['mean']:.4f} [{block[k]['ci95'][0]:.4f}, {block[k]['ci95'][1]:.4f}]" for k in ks) + " |")
     for tier, value in (summary.get("coverage") or {}).items():
         print(f"coverage {tier} (users={value['users']}): {value['mean']:.4f} "
               f"[{value['ci95'][0]:.4f}, {value['ci95'][1]:.4f}]")
