@@ -377,7 +377,9 @@ def write_docs(report: dict, path: pathlib.Path) -> None:
         if "cr" in t:
             lines += ["### Table 6 shape: CR training association, both scored on the source-topic eval records",
                       "", "Filtered HR (only items carrying the condition topic compete), then plain HR:", ""]
-            lines += table(t["cr"], ks, key="filtered_hr") + [""] + table(t["cr"], ks) + [""]
+            lines += table(t["cr"], ks, key="filtered_hr") + [""]
+            if set(t["cr"]) - {"not_run"}:  # the plain-HR table, unless nothing ran (said once above)
+                lines += table(t["cr"], ks) + [""]
             lines += ["Scored on the source-topic eval records "
                       f"(`{entry['prepared']}/eval/explicit-*`); each model trained on its own association's "
                       "training records.", ""]

@@ -23,7 +23,8 @@ def _row(hr50, hr100, coverage=None, filtered=None):
 def test_bars_compare_dcm_with_each_baseline(tmp_path):
     report = {"command": "python -m benchmarks.quality", "seeds": [0, 1, 2], "epochs": 6, "datasets": {
         "ml-100k": {"prepared": "p", "corpus": 10, "base_overrides": [], "tables": {"main": {
-            "single": _row(0.30, 0.40), "co-occurrence": _row(0.35, 0.45), "dcm": _row(0.33, 0.50), "not_run": ["sa"]}}},
+            "single": _row(0.30, 0.40), "co-occurrence": _row(0.35, 0.45), "dcm": _row(0.33, 0.50), "not_run": ["sa"]},
+            "cr": {"not_run": ["cr item-interest", "cr source-interest"]}}},
         "synthetic": {"prepared": "s", "corpus": 10, "base_overrides": [], "tables": {
             "main": {"single": _row(0.3, 0.4, {"torso": 0.5, "tail": 0.4}),
                      "dcm": _row(0.3, 0.4, {"torso": 0.6, "tail": 0.3})},
@@ -41,6 +42,7 @@ def test_bars_compare_dcm_with_each_baseline(tmp_path):
     assert "| dcm | 3 | 0.1650 [0.155, 0.175] | 0.3300 [0.320, 0.340]" in text
     assert "NOT met" in text
     assert "Not run yet: sa." in text
+    assert text.count("Not run yet: cr item-interest, cr source-interest.") == 1
 
 
 def test_cached_run_is_reused_only_with_the_same_config(tmp_path):
