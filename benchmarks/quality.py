@@ -350,9 +350,11 @@ def write_docs(report: dict, path: pathlib.Path) -> None:
              "excluded). Baselines: popularity and co-occurrence are deterministic (1 run); ALS is tuned "
              "once on the validation carve, then refit per seed.", ""]
     for dataset, entry in report["datasets"].items():
-        lines += [f"## {dataset}", "", f"Prepared data: `{entry['prepared']}` (config preset "
-                  f"`{DATASETS[dataset]}` + `{' '.join(entry['base_overrides'])}`), corpus {entry['corpus']} items.", ""]
         t = entry["tables"]
+        scored = sorted({r["records"] for n, r in t.get("main", {}).items() if n != "not_run" and "records" in r})
+        lines += [f"## {dataset}", "", f"Prepared data: `{entry['prepared']}` (config preset "
+                  f"`{DATASETS[dataset]}` + `{' '.join(entry['base_overrides'])}`), corpus {entry['corpus']} items"
+                  + (f", {' / '.join(map(str, scored))} eval records" if scored else "") + ".", ""]
         if "main" in t:
             lines += ["### Table 1 shape: models and baselines", ""]
             lines += table(t["main"], ks, extra_cols=cov if dataset == "synthetic" else ())

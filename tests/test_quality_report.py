@@ -11,7 +11,7 @@ def _row(hr50, hr100, coverage=None, filtered=None):
     block = lambda v: {"mean": v, "ci95": [v - 0.01, v + 0.01]}  # noqa: E731
     row = {"seeds": 3, "hr": {k: block(v) for k, v in (("20", hr50 / 2), ("50", hr50), ("100", hr100),
                                                          ("200", hr100))},
-           "segments": {"1-4": {"records": 5, "hr": {"50": block(hr50)}}}}
+           "segments": {"1-4": {"records": 5, "hr": {"50": block(hr50)}}}, "records": 5}
     if coverage:
         row["coverage"] = {t: {"mean": v, "ci95": [v, v]} for t, v in coverage.items()}
         row["topic_diversity"] = 10.0
@@ -42,6 +42,7 @@ def test_bars_compare_dcm_with_each_baseline(tmp_path):
     assert "| dcm | 3 | 0.1650 [0.155, 0.175] | 0.3300 [0.320, 0.340]" in text
     assert "NOT met" in text
     assert "Not run yet: sa." in text
+    assert "corpus 10 items, 5 eval records." in text
     assert text.count("Not run yet: cr item-interest, cr source-interest.") == 1
 
 
