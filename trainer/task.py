@@ -123,11 +123,15 @@ def _validation_callback(model, corpus, data_dir, cfg, split):
     return key, ValidationHitRate()
 
 
-def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2) -> dict:
-    """Trains `cfg` on the prepared data in `data_dir`; returns the summary."""
+def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, callbacks=()) -> dict:
+    """Trains `cfg` on the prepared data in `data_dir`; returns the summary.
+
+    `callbacks`: extra Keras callbacks, run after the job's own.
+    """
     import numpy as np
 
     from trainer.data import build_dataset, target_timestamps
+    from trainer.early_stopping import ResumableEarlyStopping
     from trainer.evaluation import load_corpus
     from trainer.item_table import load_item_table
     from trainer.layers._keras import keras, tf
@@ -154,33 +158,42 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2) 
         model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
         create_variables(model, sample_batch(data_dir, cfg))
 
-    callbacks = [keras.callbacks.BackupAndRestore(rt.checkpoint_dir, save_freq=cfg.train.checkpoint_every_steps)]
-    monitor = None
+    extra, callbacks = list(callbacks), [
+        keras.callbacks.BackupAndRestore(rt.checkpoint_dir, save_freq=cfg.train.checkpoint_every_steps)]
+    monitor = stopper = None
     if split["validation_range"] is not None:
         monitor, validate = _validation_callback(model, load_corpus(data_dir), data_dir, cfg, split)
-        callbacks += [validate, keras.callbacks.EarlyStopping(
-            monitor=monitor, mode="max", patience=cfg.train.early_stopping_patience,
-            restore_best_weights=True, verbose=1)]
+        stopper = ResumableEarlyStopping(
+            f"{rt.checkpoint_dir}/early_stopping", resume_epoch=resume["epoch"], is_chief=rt.is_chief,
+            keep_epochs=ResumableEarlyStopping.keep_for(cfg.train.checkpoint_every_steps, steps),
+            monitor=monitor, mode="max", patience=cfg.train.early_stopping_patience, verbose=1)
+        callbacks += [validate, stopper]
     callbacks.append(keras.callbacks.TensorBoard(runtime.worker_dir(rt.tensorboard_dir, rt),
                                                  update_freq=cfg.train.log_every_steps))
+    callbacks += extra
     if resume["batches_done"]:
         print(f"trainer.task: resuming from {rt.checkpoint_dir} at epoch {resume['epoch']} step "
               f"{resume['step']}; skipping the {resume['batches_done']} batches already trained", flush=True)
     history = model.fit(data, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks,
                         verbose=verbose)
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}
+    first_epoch = resume["epoch"]
+    if stopper is not None:  # every epoch's logs, those before a restart too
+        first_epoch = stopper.first_epoch
+        logs = {k: [e[k] for e in stopper.epoch_logs if k in e] for k in logs}
     best = best_epoch = None
     if monitor and logs.get(monitor):
         # EarlyStopping keeps the first epoch with the best value; the
         # restored weights (audit counters included) are that epoch's.
-        best_epoch = resume["epoch"] + int(np.argmax(logs[monitor]))
+        best_epoch = first_epoch + int(np.argmax(logs[monitor]))
         best = float(np.max(logs[monitor]))
         runtime.report_hp_metric(rt, monitor, best, int(model.optimizer.iterations.numpy()))
     summary = {
         "config": cfg.name, "kind": cfg.model.kind, "data_dir": data_dir,
         "records": {"train": split["train_records"], "validation": split["validation_records"]},
         "validation_cutoff": split["cutoff"], "steps_per_epoch": steps,
-        "epochs_run_this_process": len(next(iter(logs.values()), [])),
+        "epochs_run_this_process": len(next(iter(history.history.values()), [])),
+        "history_first_epoch": first_epoch,
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "resumed": resume, "monitor": monitor, "best_validation": best, "best_epoch": best_epoch,
         "history": logs,
