@@ -117,3 +117,20 @@ def test_cr_model_gets_filtered_hit_rate(world, tmp_path, capsys):
     # The serving merge's served HR is for implicit/single models; CR says so.
     assert main(["--model_dir", str(tmp_path / "cr"), "--served", "--max_records", "10"]) == 2
     assert "--served: implicit or single-embedding models only" in capsys.readouterr().err
+
+
+def test_train_reads_prepared_data_through_a_gfile_uri(world, tmp_path):
+    """`--data_dir` may be any tf.io.gfile URI (gs:// on Vertex): the job
+    reads TFRecords, manifest, item table and corpus only through gfile.
+    `ram://` is TF's in-memory filesystem; nothing is read from local paths."""
+    uri = f"ram://prepared-{tmp_path.name}"
+    for root, _, files in tf.io.gfile.walk(world):
+        target = uri + root[len(world):]
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            tf.io.gfile.copy(f"{root}/{name}", f"{target}/{name}", overwrite=True)
+    cfg = load_config("synthetic-small", ["train.epochs=1", "train.steps_per_epoch=3", "train.batch_size=64",
+                                          "train.validation_max_records=100"])
+    summary = train(cfg, uri, runtime.resolve(str(tmp_path / "m"), env={}), verbose=0)
+    assert summary["data_dir"] == uri and summary["optimizer_steps"] == 3
+    assert summary["records"]["train"] > 0 and summary["best_validation"] is not None
