@@ -96,10 +96,20 @@ def test_train_writes_model_logs_and_tuning_metric(world, tmp_path, capsys):
     assert "| HR |" in capsys.readouterr().out
 
 
-def test_early_stopping_stops_on_a_flat_validation_curve(world, tmp_path):
+def test_early_stopping_stops_on_a_flat_validation_curve_reading_a_gfile_uri(world, tmp_path):
+    """Also: `--data_dir` may be any tf.io.gfile URI (gs:// on Vertex); the
+    job reads TFRecords, manifest, item table and corpus only through gfile.
+    `ram://` is TF's in-memory filesystem: no local path is read."""
+    uri = f"ram://prepared-{tmp_path.name}"
+    for root, _, files in tf.io.gfile.walk(world):
+        target = uri + root[len(world):]
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            tf.io.gfile.copy(f"{root}/{name}", f"{target}/{name}", overwrite=True)
     cfg = load_config("synthetic-small", ["train.epochs=6", "train.learning_rate=0.0",
                                           "train.early_stopping_patience=1", "train.steps_per_epoch=3"])
-    summary = train(cfg, world, runtime.resolve(str(tmp_path / "m"), env={}), verbose=0)
+    summary = train(cfg, uri, runtime.resolve(str(tmp_path / "m"), env={}), verbose=0)
+    assert summary["data_dir"] == uri and summary["records"]["train"] > 0
     # Weights never change, so epoch 2 does not improve on epoch 1: stop.
     assert summary["epochs_run_this_process"] == 2
     assert summary["optimizer_steps"] == 6
@@ -118,19 +128,3 @@ def test_cr_model_gets_filtered_hit_rate(world, tmp_path, capsys):
     assert main(["--model_dir", str(tmp_path / "cr"), "--served", "--max_records", "10"]) == 2
     assert "--served: implicit or single-embedding models only" in capsys.readouterr().err
 
-
-def test_train_reads_prepared_data_through_a_gfile_uri(world, tmp_path):
-    """`--data_dir` may be any tf.io.gfile URI (gs:// on Vertex): the job
-    reads TFRecords, manifest, item table and corpus only through gfile.
-    `ram://` is TF's in-memory filesystem; nothing is read from local paths."""
-    uri = f"ram://prepared-{tmp_path.name}"
-    for root, _, files in tf.io.gfile.walk(world):
-        target = uri + root[len(world):]
-        tf.io.gfile.makedirs(target)
-        for name in files:
-            tf.io.gfile.copy(f"{root}/{name}", f"{target}/{name}", overwrite=True)
-    cfg = load_config("synthetic-small", ["train.epochs=1", "train.steps_per_epoch=3", "train.batch_size=64",
-                                          "train.validation_max_records=100"])
-    summary = train(cfg, uri, runtime.resolve(str(tmp_path / "m"), env={}), verbose=0)
-    assert summary["data_dir"] == uri and summary["optimizer_steps"] == 3
-    assert summary["records"]["train"] > 0 and summary["best_validation"] is not None
