@@ -73,8 +73,9 @@ def pick_on_validation(runs: pathlib.Path, seeds: list[int]) -> dict | None:
     there is no pick without at least two of them."""
     candidates = {"dcm": "dcm"}  # row name -> cached run name; an alias of a run competes once
     for name in ABLATION:
-        if ablation_run(name)[0] not in candidates.values():
-            candidates[name] = ablation_run(name)[0]
+        run_name = ablation_run(name)[0]
+        if run_name not in candidates.values():
+            candidates[name] = run_name
     scores = {}
     for name, run_name in candidates.items():
         files = [runs / run_dir(run_name) / f"seed{s}" / "run.json" for s in seeds]

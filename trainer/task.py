@@ -128,7 +128,6 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
 
     `callbacks`: extra Keras callbacks, run after the job's own.
     """
-    import numpy as np
 
     from trainer.data import build_dataset, target_timestamps
     from trainer.early_stopping import ResumableEarlyStopping
@@ -178,16 +177,14 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
                         verbose=verbose)
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}
     first_epoch = resume["epoch"]
+    best = best_epoch = None
     if stopper is not None:  # every epoch's logs, those before a restart too
         first_epoch = stopper.first_epoch
         logs = {k: [e[k] for e in stopper.epoch_logs if k in e] for k in logs}
-    best = best_epoch = None
-    if monitor and logs.get(monitor):
-        # EarlyStopping keeps the first epoch with the best value; the
-        # restored weights (audit counters included) are that epoch's.
-        best_epoch = first_epoch + int(np.argmax(logs[monitor]))
-        best = float(np.max(logs[monitor]))
-        runtime.report_hp_metric(rt, monitor, best, int(model.optimizer.iterations.numpy()))
+        if stopper.best_weights is not None:
+            # The restored weights (audit counters included) are this epoch's.
+            best_epoch, best = int(stopper.best_epoch), float(stopper.best)
+            runtime.report_hp_metric(rt, monitor, best, int(model.optimizer.iterations.numpy()))
     summary = {
         "config": cfg.name, "kind": cfg.model.kind, "data_dir": data_dir,
         "records": {"train": split["train_records"], "validation": split["validation_records"]},
