@@ -33,9 +33,11 @@ def read_examples(pattern: str) -> list[dict]:
     assert files, f"no files match {pattern}"
     spec = features.example_feature_spec()
     rows = []
-    for raw in tf.data.TFRecordDataset(files):
-        parsed = tf.io.parse_single_example(raw, spec)
-        rows.append({k: v.numpy() for k, v in parsed.items()})
+    # Parsed a batch at a time (per-record eager parsing is ~10x slower), then split into rows.
+    for batch in tf.data.TFRecordDataset(files).batch(4096).map(lambda raw: tf.io.parse_example(raw, spec)):
+        columns = {k: np.split(v.values.numpy(), v.row_splits.numpy()[1:-1]) if isinstance(v, tf.RaggedTensor)
+                   else list(v.numpy()) for k, v in batch.items()}
+        rows += [dict(zip(columns, values)) for values in zip(*columns.values())]
     return rows
 
 

@@ -136,10 +136,11 @@ class ALS:
         cols = np.concatenate(seqs) if seqs else np.zeros(0, int)
         matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
                                    shape=(len(seqs), len(corpus.ids)))
-        self.model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
-                                             iterations=iterations, random_state=seed)
-        # implicit parallelises itself; a threaded BLAS underneath only contends.
+        # implicit parallelises itself; a threaded BLAS underneath only contends
+        # (its constructor checks that, hence both inside the limit).
         with threadpool_limits(1, "blas"):
+            self.model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
+                                                 iterations=iterations, random_state=seed)
             self.model.fit(matrix, show_progress=False)
         self.corpus = corpus
         self.params = {"factors": factors, "regularization": regularization, "alpha": alpha,

@@ -64,10 +64,9 @@ def test_als_ranks_the_history_cluster_first():
 
 
 @pytest.mark.slow
-def test_training_sequences_follow_the_exact_event_order(tmp_path):
-    from mer_testing import prepare_small_world, read_examples
+def test_training_sequences_follow_the_exact_event_order(world):
+    from mer_testing import read_examples
 
-    world = prepare_small_world(str(tmp_path / "w"))
     sequences = baselines.training_sequences(f"{world}/train/implicit-*")
     rows = read_examples(f"{world}/train/implicit-*")
     by_user: dict = {}

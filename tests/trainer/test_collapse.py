@@ -37,7 +37,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mer_testing import prepare_small_world
 from trainer import diagnostics, features
 from trainer.config import load_config
 from trainer.data import build_dataset
@@ -46,11 +45,6 @@ from trainer.layers._keras import keras, tf
 from trainer.model import build_model
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return prepare_small_world(str(tmp_path_factory.mktemp("collapse")))
 
 
 def _measure(model, prepared):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from mer_testing import REPO, prepare_small_world
+from mer_testing import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +26,13 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def test_two_workers_finish_with_identical_weights(tmp_path):
-    data = prepare_small_world(str(tmp_path / "data"))
+def test_two_workers_finish_with_identical_weights(world, tmp_path):
     hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []
     for index in range(2):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
                                                      "task": {"type": "worker", "index": index}}))
-        cmd = [sys.executable, "-m", "trainer.task", "--data_dir", data, "--model_dir", str(tmp_path / "model"),
+        cmd = [sys.executable, "-m", "trainer.task", "--data_dir", world, "--model_dir", str(tmp_path / "model"),
                "--set", "train.epochs=2", "--set", "train.steps_per_epoch=5", "--set", "train.batch_size=64",
                "--set", "train.validation_max_records=200", "--set", "train.checkpoint_every_steps=3",
                "--verbose", "0"]

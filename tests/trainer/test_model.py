@@ -5,18 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mer_testing import prepare_small_world
 from trainer import features
 from trainer.config import load_config
 from trainer.data import build_dataset
 from trainer.item_table import load_item_table
 from trainer.layers._keras import tf
 from trainer.model import build_model, create_variables
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return prepare_small_world(str(tmp_path_factory.mktemp("model")))
 
 
 def _gradients(model, batch, recompute):

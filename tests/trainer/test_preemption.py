@@ -11,14 +11,9 @@ import time
 
 import pytest
 
-from mer_testing import REPO, prepare_small_world
+from mer_testing import REPO
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return prepare_small_world(str(tmp_path_factory.mktemp("preemption")))
 
 ARGS = ["--set", "train.epochs=2", "--set", "train.steps_per_epoch=30", "--set", "train.batch_size=64",
         "--set", "train.validation_fraction=0", "--set", "train.checkpoint_every_steps=7", "--verbose", "0"]
@@ -40,12 +35,11 @@ def _saved_position(backup: str):
 
 
 def test_killed_job_resumes_without_retraining_examples(world, tmp_path):
-    data = world
     reference_dir, resumed_dir = str(tmp_path / "reference"), str(tmp_path / "resumed")
-    subprocess.run(_cmd(data, reference_dir), cwd=REPO, check=True, capture_output=True, timeout=600)
+    subprocess.run(_cmd(world, reference_dir), cwd=REPO, check=True, capture_output=True, timeout=600)
     reference = json.loads(open(f"{reference_dir}/training.json").read())
 
-    proc = subprocess.Popen(_cmd(data, resumed_dir), cwd=REPO, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_cmd(world, resumed_dir), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     position, deadline = None, time.time() + 600
     while position is None and proc.poll() is None and time.time() < deadline:
@@ -59,7 +53,7 @@ def test_killed_job_resumes_without_retraining_examples(world, tmp_path):
     assert position is not None, "the job finished or failed before its first backup"
     assert position[1] < 29, f"backup at {position} is not mid-epoch"
 
-    out = subprocess.run(_cmd(data, resumed_dir), cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(_cmd(world, resumed_dir), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "resuming from" in out.stdout
     resumed = json.loads(open(f"{resumed_dir}/training.json").read())

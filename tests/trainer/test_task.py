@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from mer_testing import prepare_small_world
 from trainer import runtime
 from trainer.config import load_config
 from trainer.data import target_timestamps
@@ -17,11 +16,6 @@ from trainer.model import DIAGNOSTICS
 from trainer.task import train, validation_split
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return prepare_small_world(str(tmp_path_factory.mktemp("task")))
 
 
 def _scalar_tags(directory: str) -> set[str]:
