@@ -53,6 +53,11 @@ def _lines(path: str) -> list[str]:
         return [line.rstrip("\n") for line in handle if line.strip()]
 
 
+def _split(ragged) -> list[np.ndarray]:
+    """A `[b, None]` RaggedTensor as b NumPy rows."""
+    return np.split(ragged.values.numpy(), ragged.row_splits.numpy()[1:-1])
+
+
 def load_item_table(prepared_dir: str, max_topics: int = 3) -> ItemTable:
     """Reads `items/items-*.tfrecord` and the vocabularies under `prepared_dir`."""
     import tensorflow as tf
@@ -81,16 +86,19 @@ def load_item_table(prepared_dir: str, max_topics: int = 3) -> ItemTable:
     files = tf.io.gfile.glob(join(f"{features.ITEM_TABLE}-*{features.TFRECORD_SUFFIX}"))
     for batch in tf.data.TFRecordDataset(sorted(files)).batch(4096).map(
             lambda x: tf.io.parse_example(x, spec)):
-        for j, item in enumerate(batch[features.ITEM_ID].numpy()):
-            r = row[item.decode()]
-            vec = batch[features.ITEM_CONTENT][j].numpy()
-            if content_dim and len(vec):
-                content[r] = vec
-            item_topics = [topic_index[t.decode()] for t in batch[features.ITEM_TOPICS][j].numpy()]
-            topic_ids[r, : min(max_topics, len(item_topics))] = item_topics[:max_topics]
-            for c, name in enumerate(columns):
-                value = batch[features.categorical_key(name)][j].numpy().decode()
-                cat_ids[r, c] = cat_index[c].get(value, 0)
-            valid[r] = int(batch[features.ITEM_FEATURES_VALID][j].numpy())
-            counts[r] = int(batch[features.ITEM_TRAIN_COUNT][j].numpy())
+        # One NumPy conversion per batch; indexing tensors per item is eager-op
+        # bound (~5 ms an item: minutes for a 10^5-item table).
+        rows = np.asarray([row[item.decode()] for item in batch[features.ITEM_ID].numpy()], np.int64)
+        vectors = _split(batch[features.ITEM_CONTENT])
+        item_topics = _split(batch[features.ITEM_TOPICS])
+        for j, r in enumerate(rows):
+            if content_dim and len(vectors[j]):
+                content[r] = vectors[j]
+            ts = [topic_index[t.decode()] for t in item_topics[j][:max_topics]]
+            topic_ids[r, : len(ts)] = ts
+        for c, name in enumerate(columns):
+            values = batch[features.categorical_key(name)].numpy()
+            cat_ids[rows, c] = [cat_index[c].get(v.decode(), 0) for v in values]
+        valid[rows] = batch[features.ITEM_FEATURES_VALID].numpy()
+        counts[rows] = batch[features.ITEM_TRAIN_COUNT].numpy()
     return ItemTable(ids, content, topic_ids, cat_ids, valid, counts, topics, columns, sizes)
