@@ -19,7 +19,7 @@ IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def tiny_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     cfg = load_config("synthetic-small", TINY)
     manifest = run_prepare(cfg, str(root / "a"), IN_PROCESS)
@@ -37,8 +37,8 @@ def _raw_events(raw_dir):
     return rows
 
 
-def test_world_has_ground_truth_segments_and_negatives(world):
-    cfg, root, manifest = world
+def test_world_has_ground_truth_segments_and_negatives(tiny_world):
+    cfg, root, manifest = tiny_world
     truth = [json.loads(line) for p in glob.glob(f"{root}/a/raw/truth-*.jsonl") for line in open(p)]
     assert len(truth) == 120
     assert {t["segment"] for t in truth} == {"core", "casual", "new"}
@@ -58,8 +58,8 @@ def test_world_has_ground_truth_segments_and_negatives(world):
     assert manifest["tables"]["items_with_invalid_features"] > 0
 
 
-def test_no_leakage_histories_strictly_earlier_and_eval_never_in_train(world):
-    cfg, root, manifest = world
+def test_no_leakage_histories_strictly_earlier_and_eval_never_in_train(tiny_world):
+    cfg, root, manifest = tiny_world
     cutoff = manifest["cutoff"]
     assert cutoff == cfg.data.split.timestamp  # synthetic: start of day 15
     first = {}  # (user, item) -> position of its first occurrence
@@ -91,8 +91,8 @@ def _tfrecords(out):
 
 
 @pytest.mark.slow
-def test_same_seed_same_bytes_across_runners_and_raw_sharding(world, tmp_path):
-    cfg, root, _ = world
+def test_same_seed_same_bytes_across_runners_and_raw_sharding(tiny_world, tmp_path):
+    cfg, root, _ = tiny_world
     first = _tfrecords(f"{root}/a")
     assert len(first) == 4 * 3 + 1
     # Different raw shard count, and the multi-process DirectRunner with 2 workers.
@@ -103,8 +103,8 @@ def test_same_seed_same_bytes_across_runners_and_raw_sharding(world, tmp_path):
     assert all(first[k] == second[k] for k in first), [k for k in first if first[k] != second[k]]
 
 
-def test_different_seed_different_world(world, tmp_path):
-    cfg, root, _ = world
+def test_different_seed_different_world(tiny_world, tmp_path):
+    cfg, root, _ = tiny_world
     cfg2 = load_config("synthetic-small", TINY + ["data.synthetic.seed=1"])
     generate_synthetic(cfg2, str(tmp_path / "raw"), IN_PROCESS)
     assert _raw_events(f"{root}/a/raw") != _raw_events(tmp_path / "raw")
