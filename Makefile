@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test bench-prepare bench-training bench-quality bench-served
+.PHONY: setup demo test bench-prepare bench-training bench-quality bench-served bench-startup
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,6 @@ bench-quality: setup
 
 bench-served: setup
 	$(PY) -m benchmarks.served
+
+bench-startup: setup
+	$(PY) -m benchmarks.startup
