@@ -135,14 +135,61 @@ def _load(path: pathlib.Path):
                          coverage=coverage or None, diversity=z["diversity"])
 
 
-def add(rows: dict, name: str, runs: list, ks) -> None:
+def add(rows: dict, name: str, runs: list, ks, kept: dict | None = None) -> None:
     """A table row from the runs that exist (a cached-only pass may lack
-    some); rows with no run are listed under `not_run`."""
+    some); rows with no run are listed under `not_run`. `kept`: row name ->
+    its runs, for the paired comparisons of the bars."""
     done = [r for r in runs if r is not None]
     if done:
         rows[name] = summarize(done, ks)
+        if kept is not None:
+            kept[name] = done
     else:
         rows.setdefault("not_run", []).append(name)
+
+
+# (row, other row) pairs the bars compare; DCM rows against each of these.
+BAR_OTHERS = ("single", "mind", "co-occurrence", "ALS (tuned)")
+CR_PAIR = ("cr source-interest", "cr item-interest")
+
+
+def paired(a_runs: list, b_runs: list, value) -> dict:
+    """Per-record difference a - b of `value(run)` averaged over each row's
+    seeds (both rows score the same eval records): mean and 95% bootstrap CI
+    over records, so a bar's margin can be told from noise."""
+    from trainer.evaluation import bootstrap_ci
+
+    diff = np.mean([value(r) for r in a_runs], axis=0) - np.mean([value(r) for r in b_runs], axis=0)
+    lo, hi = bootstrap_ci(diff)
+    return {"mean": float(np.nanmean(diff)), "ci95": [lo, hi]}
+
+
+def paired_bars(kept: dict, synthetic: bool) -> dict:
+    """The bars' comparisons as paired differences, keyed like `bar_key`."""
+    out = {}
+    for dcm in ("dcm", PICKED):
+        for other in BAR_OTHERS:
+            if dcm in kept and other in kept and not synthetic:
+                for k in (50, 100):
+                    out[bar_key(dcm, other, f"HR@{k}")] = paired(kept[dcm], kept[other],
+                                                                 lambda r, k=k: (r.ranks <= k).astype(float))
+    if synthetic and "dcm" in kept and "single" in kept and kept["dcm"][0].coverage:
+        for tier in ("torso", "tail"):
+            out[bar_key("dcm", "single", f"coverage {tier}")] = paired(kept["dcm"], kept["single"],
+                                                                       lambda r, t=tier: r.coverage[t])
+    if all(name in kept for name in CR_PAIR):
+        out[bar_key(*CR_PAIR, "filtered HR@50")] = paired(kept[CR_PAIR[0]], kept[CR_PAIR[1]],
+                                                          lambda r: (r.filtered_ranks <= 50).astype(float))
+    return out
+
+
+def bar_key(a: str, b: str, metric: str) -> str:
+    return f"{a} - {b} {metric}"
+
+
+def _margin(entry: dict, a: str, b: str, metric: str) -> str:
+    d = entry.get("paired", {}).get(bar_key(a, b, metric))
+    return f" (paired difference {d['mean']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}])" if d else ""
 
 
 def summarize(runs, ks):
@@ -293,28 +340,30 @@ def main(argv=None) -> int:
         truth = load_truth(truth_pattern(data_dir)) if synthetic else None
         ks = (20, 50, 100, 200)
         entry = {"prepared": data_dir, "corpus": len(corpus.ids), "base_overrides": base, "tables": {}}
+        kept: dict = {}  # row name -> runs, for the paired comparisons
         report["datasets"][dataset] = entry
         ds_tables = tables
         if "main" in ds_tables:
             rows = {}
             for name, runs in run_baselines(dataset, data_dir, work, corpus, truth, seeds).items():
-                rows[name] = summarize(runs, ks)
+                add(rows, name, runs, ks, kept)
             for name in args.variants.split(","):
                 add(rows, name, [run_model(dataset, data_dir, base, name, MAIN[name], s, args.epochs, work, corpus,
-                                           truth, args.cached_only) for s in seeds], ks)
+                                           truth, args.cached_only) for s in seeds], ks, kept)
             entry["tables"]["main"] = rows
         if "ablation" in ds_tables:
             rows = {}
             for name, overrides in ABLATION.items():
                 run_name, overrides = ablation_run(name)
                 add(rows, name, [run_model(dataset, data_dir, base, run_name, overrides, s, args.epochs, work,
-                                           corpus, truth, args.cached_only) for s in seeds], ks)
+                                           corpus, truth, args.cached_only) for s in seeds], ks, kept)
             entry["tables"]["ablation"] = rows
             picked = pick_on_validation(work / dataset / "runs", seeds)
             source = {**entry["tables"].get("main", {}), **rows}
             if picked and "main" in entry["tables"] and picked["variant"] in source:
                 entry["picked_dcm"] = picked
                 entry["tables"]["main"][PICKED] = source[picked["variant"]]
+                kept[PICKED] = kept[picked["variant"]]
         if "cr" in ds_tables:
             rows = {}
             for name, (association, overrides) in CR.items():
@@ -323,7 +372,7 @@ def main(argv=None) -> int:
                 # logged source topic, which is what serving conditions on.
                 add(rows, name, [run_model(dataset, cr_dir, cr_base, name, overrides, s, args.epochs,
                                            work, corpus, truth, args.cached_only, eval_dir=data_dir)
-                                 for s in seeds], ks)
+                                 for s in seeds], ks, kept)
             entry["tables"]["cr"] = rows
             dcm_dir = work / dataset / "runs" / "dcm" / f"seed{seeds[0]}" / "model"
             cr_dir = work / dataset / "runs" / "cr_source-interest" / f"seed{seeds[0]}" / "model"
@@ -331,6 +380,7 @@ def main(argv=None) -> int:
                 _, dcm, _ = load_trained(str(dcm_dir), data_dir)
                 cr_cfg, cr, _ = load_trained(str(cr_dir), data_dir)
                 entry["overlap_at_50"] = overlap(dcm, cr, cr_cfg, data_dir, corpus, 50)
+        entry["paired"] = paired_bars(kept, synthetic)
         json_out = pathlib.Path(args.out)
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2, default=float) + "\n")
@@ -389,7 +439,11 @@ def write_docs(report: dict, path: pathlib.Path) -> None:
         if "overlap_at_50" in entry:
             lines += [f"Overlap of DCM top-50 and CR (followed topics, equal budgets) candidates, seed "
                       f"{report['seeds'][0]}: {entry['overlap_at_50']:.4f} (paper §3.4: 0.032).", ""]
-    lines += ["## The issue's bars, computed from the tables above", ""] + [f"- {b}" for b in bars(report)]
+    lines += ["## The issue's bars, computed from the tables above", "",
+              "Verdicts compare the seed means. In parentheses: the paired difference (per eval record, each "
+              "row's hits averaged over its seeds, first minus second; mean and 95% bootstrap CI over eval "
+              "records): a CI that excludes 0 is a margin beyond record-sampling noise (seed-to-seed "
+              "variance is averaged, not resampled).", ""] + [f"- {b}" for b in bars(report)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -408,22 +462,24 @@ def bars(report: dict) -> list[str]:
                     if row not in main:
                         break
                     dcm = main[row]["hr"][k]["mean"]
-                    for other in ("single", "mind", "co-occurrence", "ALS (tuned)"):
+                    for other in BAR_OTHERS:
                         if other in main:
                             theirs = main[other]["hr"][k]["mean"]
                             verdict = "met" if dcm > theirs else "NOT met"
-                            out.append(f"{dataset} HR@{k}: {label} {dcm:.4f} vs {other} {theirs:.4f}: {verdict}")
+                            out.append(f"{dataset} HR@{k}: {label} {dcm:.4f} vs {other} {theirs:.4f}: {verdict}"
+                                       + _margin(entry, row, other, f"HR@{k}"))
         elif "dcm" in main and "single" in main and "coverage" in main["dcm"]:
             for tier in ("torso", "tail"):
                 a, b = main["dcm"]["coverage"][tier]["mean"], main["single"]["coverage"][tier]["mean"]
                 out.append(f"synthetic coverage of {tier} interests (top-50): DCM {a:.3f} vs single {b:.3f}: "
-                           f"{'higher' if a > b else 'NOT higher'} (difference {a - b:+.3f})")
+                           f"{'higher' if a > b else 'NOT higher'} (difference {a - b:+.3f})"
+                           + _margin(entry, "dcm", "single", f"coverage {tier}"))
         cr = entry["tables"].get("cr", {})
-        if {"cr item-interest", "cr source-interest"} <= set(cr):
-            a = cr["cr source-interest"]["filtered_hr"]["50"]["mean"]
-            b = cr["cr item-interest"]["filtered_hr"]["50"]["mean"]
+        if set(CR_PAIR) <= set(cr):
+            a = cr[CR_PAIR[0]]["filtered_hr"]["50"]["mean"]
+            b = cr[CR_PAIR[1]]["filtered_hr"]["50"]["mean"]
             out.append(f"{dataset} CR filtered HR@50: source-interest {a:.4f} vs item-interest {b:.4f}: "
-                       f"{'met' if a > b else 'NOT met'}")
+                       f"{'met' if a > b else 'NOT met'}" + _margin(entry, *CR_PAIR, "filtered HR@50"))
     return out
 
 

@@ -118,3 +118,45 @@ def test_dcm_variant_is_picked_on_validation_hr(tmp_path):
     assert "ml-100k HR@50: DCM 0.3000 vs single 0.3300: NOT met" in lines
     assert "ml-100k HR@50: DCM picked on validation (dcm w/o SAR) 0.3500 vs single 0.3300: met" in lines
     assert "ml-100k HR@100: DCM picked on validation (dcm w/o SAR) 0.4400 vs single 0.4500: NOT met" in lines
+
+
+def test_bars_state_the_paired_difference_of_each_comparison():
+    import numpy as np
+
+    from benchmarks.quality import PICKED, paired_bars
+    from trainer.evaluation import RecordResults
+
+    def runs(ranks_per_seed, filtered=False, coverage=None):
+        return [RecordResults(ranks=np.asarray(r, float), segments=np.full(len(r), "all", object),
+                              filtered_ranks=np.asarray(r, float) if filtered else None,
+                              coverage=coverage, diversity=np.zeros(len(r))) for r in ranks_per_seed]
+
+    inf = np.inf
+    # 4 records. dcm hits @50: seed 0 [1,1,0,0], seed 1 [1,0,0,0] -> per record [1, .5, 0, 0];
+    # single hits [0,1,0,0] -> per record difference [1, -.5, 0, 0], mean 0.125.
+    kept = {"dcm": runs([[3, 10, inf, 60], [3, 70, inf, 60]]), "single": runs([[80, 40, inf, 200]])}
+    kept[PICKED] = kept["dcm"]
+    out = paired_bars(kept, synthetic=False)
+    d = out["dcm - single HR@50"]
+    assert d["mean"] == pytest.approx(0.125) and d["ci95"][0] <= 0.125 <= d["ci95"][1]
+    assert out["dcm - single HR@100"]["mean"] == pytest.approx(0.25)  # [1,1,0,1] (both seeds) vs [1,1,0,0]
+    assert out[f"{PICKED} - single HR@50"] == d
+    assert "dcm - mind HR@50" not in out  # no mind runs
+
+    cr = {"cr source-interest": runs([[1, 1, 1, 1]], filtered=True),
+          "cr item-interest": runs([[inf, inf, inf, inf]], filtered=True)}
+    d = paired_bars(cr, synthetic=True)["cr source-interest - cr item-interest filtered HR@50"]
+    assert d == {"mean": 1.0, "ci95": [1.0, 1.0]}  # every record: hit vs miss
+
+    cov = {"dcm": runs([[1, 1]], coverage={"torso": np.array([1.0, np.nan]), "tail": np.array([0.5, np.nan])}),
+           "single": runs([[1, 1]], coverage={"torso": np.array([0.5, np.nan]), "tail": np.array([0.5, np.nan])})}
+    out = paired_bars(cov, synthetic=True)
+    assert out["dcm - single coverage torso"]["mean"] == pytest.approx(0.5)  # NaN: user without such interests
+    assert out["dcm - single coverage tail"]["mean"] == pytest.approx(0.0)
+
+    report = {"datasets": {"ml-100k": {"paired": {"dcm - single HR@50": {"mean": 0.03, "ci95": [0.01, 0.05]}},
+                                       "tables": {"main": {"dcm": _row(0.33, 0.5), "single": _row(0.30, 0.4)}}}}}
+    lines = bars(report)
+    assert ("ml-100k HR@50: DCM 0.3300 vs single 0.3000: met (paired difference +0.0300 [+0.0100, +0.0500])"
+            in lines)
+    assert "ml-100k HR@100: DCM 0.5000 vs single 0.4000: met" in lines  # no paired entry: no margin
