@@ -148,7 +148,7 @@ def add(rows: dict, name: str, runs: list, ks, kept: dict | None = None) -> None
         rows.setdefault("not_run", []).append(name)
 
 
-# (row, other row) pairs the bars compare; DCM rows against each of these.
+# The rows each DCM row is compared with in the MovieLens bars; the CR bar's pair.
 BAR_OTHERS = ("single", "mind", "co-occurrence", "ALS (tuned)")
 CR_PAIR = ("cr source-interest", "cr item-interest")
 
@@ -167,12 +167,10 @@ def paired(a_runs: list, b_runs: list, value) -> dict:
 def paired_bars(kept: dict, synthetic: bool) -> dict:
     """The bars' comparisons as paired differences, keyed like `bar_key`."""
     out = {}
-    for dcm in ("dcm", PICKED):
-        for other in BAR_OTHERS:
-            if dcm in kept and other in kept and not synthetic:
-                for k in (50, 100):
-                    out[bar_key(dcm, other, f"HR@{k}")] = paired(kept[dcm], kept[other],
-                                                                 lambda r, k=k: (r.ranks <= k).astype(float))
+    for dcm, other in [(d, o) for d in ("dcm", PICKED) for o in BAR_OTHERS if not synthetic]:
+        for k in (50, 100) if dcm in kept and other in kept else ():
+            out[bar_key(dcm, other, f"HR@{k}")] = paired(kept[dcm], kept[other],
+                                                         lambda r, k=k: (r.ranks <= k).astype(float))
     if synthetic and "dcm" in kept and "single" in kept and kept["dcm"][0].coverage:
         for tier in ("torso", "tail"):
             out[bar_key("dcm", "single", f"coverage {tier}")] = paired(kept["dcm"], kept["single"],
