@@ -28,6 +28,7 @@ def read_examples(pattern: str) -> list[dict]:
     import tensorflow as tf
 
     from trainer import features
+    from trainer.data import ragged_rows
 
     files = sorted(glob.glob(pattern))
     assert files, f"no files match {pattern}"
@@ -35,8 +36,8 @@ def read_examples(pattern: str) -> list[dict]:
     rows = []
     # Parsed a batch at a time (per-record eager parsing is ~10x slower), then split into rows.
     for batch in tf.data.TFRecordDataset(files).batch(4096).map(lambda raw: tf.io.parse_example(raw, spec)):
-        columns = {k: np.split(v.values.numpy(), v.row_splits.numpy()[1:-1]) if isinstance(v, tf.RaggedTensor)
-                   else list(v.numpy()) for k, v in batch.items()}
+        columns = {k: ragged_rows(v) if isinstance(v, tf.RaggedTensor) else list(v.numpy())
+                   for k, v in batch.items()}
         rows += [dict(zip(columns, values)) for values in zip(*columns.values())]
     return rows
 

@@ -8,6 +8,11 @@ from trainer import features
 from trainer.layers._keras import tf
 
 
+def ragged_rows(ragged: tf.RaggedTensor) -> list[np.ndarray]:
+    """A `[b, None]` RaggedTensor as b NumPy rows (one conversion, not b eager slices)."""
+    return np.split(ragged.values.numpy(), ragged.row_splits.numpy()[1:-1])
+
+
 def pad_history(parsed: dict, history_length: int) -> dict:
     """Ragged histories -> dense `[B, L]` (right-padded with "" / 0), most recent L kept."""
     out = dict(parsed)

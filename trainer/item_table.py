@@ -53,14 +53,11 @@ def _lines(path: str) -> list[str]:
         return [line.rstrip("\n") for line in handle if line.strip()]
 
 
-def _split(ragged) -> list[np.ndarray]:
-    """A `[b, None]` RaggedTensor as b NumPy rows."""
-    return np.split(ragged.values.numpy(), ragged.row_splits.numpy()[1:-1])
-
-
 def load_item_table(prepared_dir: str, max_topics: int = 3) -> ItemTable:
     """Reads `items/items-*.tfrecord` and the vocabularies under `prepared_dir`."""
     import tensorflow as tf
+
+    from trainer.data import ragged_rows
 
     join = lambda p: f"{prepared_dir.rstrip('/')}/{p}"  # noqa: E731
     manifest = json.loads(tf.io.gfile.GFile(join(features.MANIFEST)).read())
@@ -89,8 +86,8 @@ def load_item_table(prepared_dir: str, max_topics: int = 3) -> ItemTable:
         # One NumPy conversion per batch; indexing tensors per item is eager-op
         # bound (~5 ms an item: minutes for a 10^5-item table).
         rows = np.asarray([row[item.decode()] for item in batch[features.ITEM_ID].numpy()], np.int64)
-        vectors = _split(batch[features.ITEM_CONTENT])
-        item_topics = _split(batch[features.ITEM_TOPICS])
+        vectors = ragged_rows(batch[features.ITEM_CONTENT])
+        item_topics = ragged_rows(batch[features.ITEM_TOPICS])
         for j, r in enumerate(rows):
             if content_dim and len(vectors[j]):
                 content[r] = vectors[j]

@@ -128,7 +128,6 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
 
     `callbacks`: extra Keras callbacks, run after the job's own.
     """
-
     from trainer.data import build_dataset, target_timestamps
     from trainer.early_stopping import ResumableEarlyStopping
     from trainer.evaluation import load_corpus
