@@ -24,7 +24,7 @@ setup(
     version="0.1.0",
     description="Multi-embedding retrieval (implicit DCM + explicit CR) on TensorFlow, Beam and TF Serving.",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["trainer*", "serving*", "beam*", "export*", "mer*"]),
+    packages=find_packages(include=["common*", "trainer*", "serving*", "beam*", "export*", "mer*"]),
     install_requires=INSTALL_REQUIRES,
     # bench: reference baselines of benchmarks/quality.py (ALS, co-occurrence).
     extras_require={"bench": BENCH, "test": ["pytest", "pytest-timeout", *BENCH]},

@@ -7,7 +7,7 @@
 SPEC §6 scores an item by the max over the user's embeddings; the retrieval
 service (SPEC §2.5, paper §3.4) instead gives each implicit embedding a
 budget proportional to its importance and merges the per-embedding lists
-round-robin with de-duplication (`trainer/merging.py`). This benchmark
+round-robin with de-duplication (`common/merging.py`). This benchmark
 takes the trained runs that `benchmarks/quality.py` cached under `--work`
 (it trains nothing), reads their SPEC §6 ranks, scores the same eval
 records through the serving merge (`trainer.evaluation.served_hits`), and

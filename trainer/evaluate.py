@@ -10,7 +10,7 @@ length buckets), interest coverage per tier and topic diversity of the top-K,
 and, with `--explicit_model_dir`, the overlap between the implicit top-K and
 the explicit (CR, followed topics) candidate set. `--served` adds "served
 HR@K": the target among the K candidates of the serving merge (importance
-budgets, round-robin, de-duplication; `trainer/merging.py`) instead of SPEC
+budgets, round-robin, de-duplication; `common/merging.py`) instead of SPEC
 §6's max over embeddings.
 """
 

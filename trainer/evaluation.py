@@ -379,13 +379,13 @@ def served_hits(scorer: "ModelScorer", corpus: Corpus, records: Iterator[dict],
     """Hits under the serving merge instead of SPEC §6's max scoring: each
     user embedding retrieves from the corpus (history excluded, exact),
     budgets of K candidates follow the model's importance
-    (`trainer.merging.budgets`) and the lists merge round-robin with
+    (`common.merging.budgets`) and the lists merge round-robin with
     de-duplication; a record is a hit at K when its target is among the K
     merged candidates. For a single-embedding model this equals HR@K.
 
     Returns: K -> `[records]` bool.
     """
-    from trainer.merging import budgets, round_robin
+    from common.merging import budgets, round_robin
 
     depth = 2 * max(ks)  # enough for any budget after skipping duplicates
     hits: dict[int, list] = {k: [] for k in ks}

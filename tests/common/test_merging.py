@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainer import evaluation, features
-from trainer.merging import budgets, round_robin
+from common.merging import budgets, round_robin
 
 
 def test_budgets_apportion_by_importance_with_largest_remainder():
