@@ -26,6 +26,8 @@ class ItemTable:
       train_count: `[N+1]` int64 training engagements.
       topics: topic vocabulary.
       categorical_columns: column names; `categorical_sizes` their vocab sizes.
+      vocab_files: `{"items": path, "topics": path}` the vocabularies were
+        read from (empty for tables built in memory).
     """
 
     ids: list[str]
@@ -37,6 +39,7 @@ class ItemTable:
     topics: list[str]
     categorical_columns: list[str]
     categorical_sizes: list[int]
+    vocab_files: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_categorical_values(self) -> int:
@@ -98,4 +101,5 @@ def load_item_table(prepared_dir: str, max_topics: int = 3) -> ItemTable:
             cat_ids[rows, c] = [cat_index[c].get(v.decode(), 0) for v in values]
         valid[rows] = batch[features.ITEM_FEATURES_VALID].numpy()
         counts[rows] = batch[features.ITEM_TRAIN_COUNT].numpy()
-    return ItemTable(ids, content, topic_ids, cat_ids, valid, counts, topics, columns, sizes)
+    vocab_files = {"items": join(features.VOCAB_ITEMS), "topics": join(features.VOCAB_TOPICS)}
+    return ItemTable(ids, content, topic_ids, cat_ids, valid, counts, topics, columns, sizes, vocab_files)

@@ -39,15 +39,23 @@ class MultiEmbeddingModel(tfrs.Model):
       cfg: the model config (`kind` picks the user tower).
       table: the item table (vocabulary + features) from the prepare stage.
       concepts: `[N+1]` offline concept per item row, for `kind="pfs"`.
+      asset_vocabularies: initialise the item and topic lookups from the
+        table's vocabulary files (`table.vocab_files`) instead of in-memory
+        lists, so a SavedModel of a tower carries them as assets (export).
+        Same ids -> same indices either way.
     """
 
     def __init__(self, cfg: ModelConfig, table: ItemTable, concepts: np.ndarray | None = None,
-                 seed: int = 0):
+                 seed: int = 0, asset_vocabularies: bool = False):
         super().__init__()
         self.cfg = cfg
         self.kind = cfg.kind
+        files = table.vocab_files if asset_vocabularies else {}
+        if asset_vocabularies and not files:
+            raise ValueError("asset_vocabularies=True needs an item table loaded from files")
         self.store = ItemFeatureStore(table.ids, table.content.shape[1], table.topic_ids.shape[1],
-                                      table.categorical_ids.shape[1], name="item_store")
+                                      table.categorical_ids.shape[1], name="item_store",
+                                      vocabulary_file=files.get("items"), vocabulary_size=len(table.ids))
         self.store.set_tables(table.content, table.topic_ids, table.categorical_ids, table.valid)
         self.summarizer = ItemSummarizer(
             num_items=len(table.ids) + 1, num_topics=len(table.topics) + 1,
@@ -57,7 +65,8 @@ class MultiEmbeddingModel(tfrs.Model):
         self.item_head = keras.layers.Dense(cfg.embedding_dim, name="item_head")
         self.interests = self._interest_module(cfg, table, concepts, seed)
         if self.kind == "cr":
-            self.topic_lookup = keras.layers.StringLookup(vocabulary=table.topics, num_oov_indices=1,
+            self.topic_lookup = keras.layers.StringLookup(vocabulary=files.get("topics") or table.topics,
+                                                          num_oov_indices=1,
                                                           mask_token=None, name="topic_lookup")
             self.condition_embedding = keras.layers.Embedding(len(table.topics) + 1, cfg.topic_dim,
                                                               name="condition_topic")
@@ -153,7 +162,7 @@ class MultiEmbeddingModel(tfrs.Model):
             fields = [tf.math.l2_normalize(flat_cond, axis=-1)]
             fields += [rep(shared[name]) for name in self.cfg.implicit_fields]
         out = tf.math.l2_normalize(self.user_head(self.dhen(fields)), axis=-1)
-        return tf.reshape(out, [tf.shape(condition)[0], k, -1])
+        return tf.reshape(out, [tf.shape(condition)[0], k, out.shape[-1]])
 
     def user_embeddings(self, inputs: dict, training=None, conditions: tf.Tensor | None = None) -> dict:
         """phi(u, c) for every condition.
@@ -251,11 +260,12 @@ def create_variables(model: MultiEmbeddingModel, batch: dict) -> None:
         model.optimizer.build(model.trainable_variables)
 
 
-def build_model(cfg: ModelConfig, table: ItemTable, seed: int = 0) -> MultiEmbeddingModel:
+def build_model(cfg: ModelConfig, table: ItemTable, seed: int = 0,
+                asset_vocabularies: bool = False) -> MultiEmbeddingModel:
     """Factory: the model for `cfg.kind`, with offline PFS concepts when needed."""
     concepts = None
     if cfg.kind == "pfs":
         from trainer.kmeans import item_concepts
 
         concepts = item_concepts(table, cfg.pfs_concepts, seed)
-    return MultiEmbeddingModel(cfg, table, concepts, seed)
+    return MultiEmbeddingModel(cfg, table, concepts, seed, asset_vocabularies)

@@ -31,6 +31,9 @@ class Runtime:
       cluster: the TF_CONFIG dict, or None for a single process.
       hp_metric_file: where the tuning metric goes.
       trial: the tuning trial id.
+      export_dir: where the chief exports the TF Serving SavedModels after
+        training: `$AIP_MODEL_DIR` when Vertex sets it (what the Model
+        Registry imports), else None (export with `mer export`).
     """
 
     model_dir: str
@@ -39,6 +42,7 @@ class Runtime:
     cluster: dict | None
     hp_metric_file: str
     trial: str
+    export_dir: str | None = None
 
     @property
     def task_type(self) -> str:
@@ -109,6 +113,7 @@ def resolve(model_dir: str | None = None, checkpoint_dir: str | None = None,
         cluster=cluster,
         hp_metric_file=env.get("CLOUD_ML_HP_METRIC_FILE", "/tmp/hypertune/output.metrics"),
         trial=env.get("CLOUD_ML_TRIAL_ID", "0"),
+        export_dir=(env.get("AIP_MODEL_DIR") or "").rstrip("/") or None,
     )
 
 

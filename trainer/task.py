@@ -19,7 +19,10 @@ it reads. What it does:
 4. Each epoch: exact validation HR@K (SPEC §6 scoring) and the collapse
    diagnostics go to the Keras logs, TensorBoard and the tuning metric file;
    early stopping keeps the best weights.
-5. Writes `<model_dir>/checkpoint/`, `config.yaml`, `training.json`.
+5. Writes `<model_dir>/checkpoint/`, `config.yaml`, `training.json` and
+   `artifacts/` (item table, vocabularies, sample records: the model is
+   self-contained); on Vertex (`AIP_MODEL_DIR` set) the chief also exports
+   the TF Serving SavedModels there (`export/exporter.py`).
 """
 
 from __future__ import annotations
@@ -134,7 +137,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
     from trainer.item_table import load_item_table
     from trainer.layers._keras import keras, tf
     from trainer.model import build_model, create_variables
-    from trainer.model_io import sample_batch, save_trained
+    from trainer.model_io import sample_batch, save_trained, write_artifacts
 
     started = time.time()
     strategy = runtime.make_strategy(rt)
@@ -202,6 +205,14 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
     }
     write_dir = runtime.worker_dir(rt.model_dir, rt)
     save_trained(model, cfg, rt.model_dir, summary, write_dir)
+    if rt.is_chief:
+        write_artifacts(data_dir, rt.model_dir, cfg)
+        if rt.export_dir:
+            # Vertex: the job ends with TF Serving SavedModels in
+            # $AIP_MODEL_DIR (export reads only what was just written).
+            from export.exporter import export_models
+
+            summary["export"] = export_models([rt.model_dir], rt.export_dir)
     for scratch in {write_dir, runtime.worker_dir(rt.tensorboard_dir, rt)} - {rt.model_dir, rt.tensorboard_dir}:
         if tf.io.gfile.exists(scratch):
             tf.io.gfile.rmtree(scratch)

@@ -19,6 +19,8 @@ def test_local_defaults_and_flag_precedence():
     rt = runtime.resolve(env=env)
     assert (rt.model_dir, rt.checkpoint_dir, rt.tensorboard_dir, rt.hp_metric_file, rt.trial) == (
         "gs://b/model", "gs://b/ckpt", "gs://b/tb", "/tmp/x/m", "7")
+    assert rt.export_dir == "gs://b/model"  # Vertex: the chief exports SavedModels there
+    assert runtime.resolve(env={}).export_dir is None
     assert runtime.resolve(model_dir="local", env=env).model_dir == "local"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -65,6 +66,13 @@ def test_train_writes_model_logs_and_tuning_metric(world, tmp_path, capsys):
     assert any("frequency" in n for n in saved) and any("trained_examples" in n for n in saved)
     assert not [n for n in saved if any(d in n for d in DIAGNOSTICS)], saved
     assert not (model_dir / "backup" / "chief").exists()  # BackupAndRestore cleans up after success
+    # Self-contained: the item table and vocabularies travel with the model, and on
+    # Vertex ($AIP_MODEL_DIR) the job ends with TF Serving SavedModels there.
+    assert (model_dir / "artifacts" / "vocab" / "items.txt").read_text() == (
+        pathlib.Path(world) / "vocab" / "items.txt").read_text()
+    for name in ("user_implicit", "item_implicit"):
+        assert (model_dir / name / "1" / "saved_model.pb").exists(), name
+    assert summary["export"]["version"] == 1 and (model_dir / "models.config").exists()
     tags = _scalar_tags(str(model_dir / "logs"))
     assert {"epoch_loss", "epoch_pairwise_cosine", "epoch_routing_entropy", "epoch_masked_fraction",
             "epoch_effective_interests",

@@ -18,6 +18,12 @@ class ItemFeatureStore(keras.layers.Layer):
 
     Args:
       vocabulary: item ids, index i+1 for vocabulary[i].
+      vocabulary_file: instead of `vocabulary`, a text file with one id per
+        line (line i -> index i+1). The lookup table is then initialised
+        from the file, which a SavedModel tracks as an asset (`assets/`), so
+        an exported tower carries its vocabulary as a file, not as graph
+        constants.
+      vocabulary_size: the number of ids in `vocabulary_file`.
       content_dim: width of the content vector (0 allowed).
       max_topics: topic slots per item (0-padded).
       num_categorical: categorical columns per item.
@@ -27,18 +33,23 @@ class ItemFeatureStore(keras.layers.Layer):
     `categorical_ids S+[num_categorical]` int32, `valid S` bool.
     """
 
-    def __init__(self, vocabulary=(), content_dim=0, max_topics=3, num_categorical=0, **kwargs):
+    def __init__(self, vocabulary=(), content_dim=0, max_topics=3, num_categorical=0,
+                 vocabulary_file=None, vocabulary_size=None, **kwargs):
         super().__init__(**kwargs)
-        self.vocabulary = list(vocabulary)
+        if vocabulary_file is not None and vocabulary_size is None:
+            raise ValueError("ItemFeatureStore: vocabulary_file needs vocabulary_size")
+        self.vocabulary = [] if vocabulary_file else list(vocabulary)
+        self.vocabulary_file = vocabulary_file
+        self.vocabulary_size = len(self.vocabulary) if vocabulary_file is None else int(vocabulary_size)
         self.content_dim = content_dim
         self.max_topics = max_topics
         self.num_categorical = num_categorical
-        self.lookup = keras.layers.StringLookup(vocabulary=self.vocabulary, num_oov_indices=1,
-                                                mask_token=None, name="ids")
+        self.lookup = keras.layers.StringLookup(vocabulary=vocabulary_file or self.vocabulary,
+                                                num_oov_indices=1, mask_token=None, name="ids")
 
     @property
     def table_size(self) -> int:
-        return len(self.vocabulary) + 1
+        return self.vocabulary_size + 1
 
     def build(self, input_shape):
         n = self.table_size
@@ -75,5 +86,6 @@ class ItemFeatureStore(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "vocabulary": self.vocabulary,
+                "vocabulary_file": self.vocabulary_file, "vocabulary_size": self.vocabulary_size,
                 "content_dim": self.content_dim, "max_topics": self.max_topics,
                 "num_categorical": self.num_categorical}
