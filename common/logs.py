@@ -9,14 +9,27 @@ from __future__ import annotations
 import logging
 import os
 
-THIRD_PARTY = ("apache_beam", "tensorflow", "absl", "h5py", "grpc", "urllib3")
+OURS = ("__main__", "beam", "trainer", "export", "serving", "common", "mer", "benchmarks")
 
 
 def setup_logging(verbose: bool = False) -> None:
     """Call before TensorFlow is imported to also quiet its C++ logs."""
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+    # Third-party libraries (Beam logs to the root logger) stay at WARNING.
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
-    for name in THIRD_PARTY:
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_known_noise)
+    for name in OURS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+# Warnings that say nothing to a user of this project (Beam's optional GCP
+# client probe, its memory probe on this platform).
+NOISE = ("apitools not found", "Resource module is not available")
+
+
+def _known_noise(record: logging.LogRecord) -> bool:
+    return not any(str(record.msg).startswith(n) for n in NOISE)

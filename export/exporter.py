@@ -27,7 +27,7 @@ from common import contract
 
 log = logging.getLogger(__name__)
 
-CATALOG = "assets.extra/catalog.tsv"  # item model versions: item_id \t in_corpus \t topics ('|')
+CATALOG = "assets.extra/catalog.tsv"  # item model versions: row \t item_id \t in_corpus \t topics ('|')
 ALL_MODELS = tuple(contract.USER_MODEL.values()) + tuple(contract.ITEM_MODEL.values())
 
 
@@ -90,7 +90,10 @@ def save_version(module, base: str, name: str, version: int, warmup: list, extra
     return {"path": final, "op_types": num_ops, "warmup_requests": len(warmup), "seconds": seconds}
 
 
-def _user_inputs(samples: dict, explicit: bool, num_explicit: int) -> dict[str, np.ndarray]:
+def user_request_inputs(samples: dict, explicit: bool, num_explicit: int) -> dict[str, np.ndarray]:
+    """User-tower request inputs from parsed records (NumPy): the history;
+    for the explicit tower the record's followed topics (up to
+    `num_explicit`, else its logged source topic)."""
     inputs = {contract.HISTORY_ITEM_IDS: samples["history_item_ids"].astype(object),
               contract.HISTORY_NEGATIVE: samples["history_negative"].astype(np.int64)}
     if explicit:
@@ -105,10 +108,11 @@ def _user_inputs(samples: dict, explicit: bool, num_explicit: int) -> dict[str, 
 
 
 def catalog_text(table) -> str:
-    """`item_id \\t in_corpus \\t topics` per item of the model's table."""
+    """`row \\t item_id \\t in_corpus \\t topics` per item of the model's
+    table (row = the item's vocabulary index)."""
     lines = []
     for i, item in enumerate(table.ids, start=1):
-        lines.append(f"{item}\t{int(table.train_count[i] > 0)}\t{'|'.join(table.item_topics(i))}")
+        lines.append(f"{i}\t{item}\t{int(table.train_count[i] > 0)}\t{'|'.join(table.item_topics(i))}")
     return "\n".join(lines) + "\n"
 
 
@@ -129,7 +133,7 @@ def export_retriever(model_dir: str, base: str, version: int) -> dict:
     num = None if explicit else (1 if cfg.model.kind == "single" else cfg.model.num_interests)
     user = UserTower(model, cfg.data.history_length, num, explicit)
     user_name, item_name = contract.USER_MODEL[retriever], contract.ITEM_MODEL[retriever]
-    user_warmup = warmup_requests(user_name, _user_inputs(samples, explicit, cfg.model.num_explicit))
+    user_warmup = warmup_requests(user_name, user_request_inputs(samples, explicit, cfg.model.num_explicit))
     item_warmup = warmup_requests(item_name, {contract.ITEM_IDS: samples["target_item_id"].astype(object)})
     table = load_item_table(artifacts_dir(model_dir), max_topics=64)
     source = {"model_dir": model_dir, "kind": cfg.model.kind, "config": cfg.name,

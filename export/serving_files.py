@@ -39,14 +39,18 @@ def models_config(models: dict[str, str], labels: dict[str, int] | None = None):
 
 def batching_parameters(max_batch_size: int = 64, timeout_micros: int = 1000, threads: int = 2):
     """Server-side batching: concurrent requests are batched up to
-    `max_batch_size` rows, waiting at most `timeout_micros`; histories of
-    different widths are padded (`pad_variable_length_inputs`)."""
+    `max_batch_size` rows, waiting at most `timeout_micros`.
+
+    `pad_variable_length_inputs` stays off: TF Serving pads a shorter
+    tensor with copies of its first element, which would put real item ids
+    into a history's "" padding (and change its embeddings); requests of
+    different widths are batched separately instead."""
     params = BatchingParameters()
     params.max_batch_size.value = max_batch_size
     params.batch_timeout_micros.value = timeout_micros
     params.num_batch_threads.value = threads
     params.max_enqueued_batches.value = 1000
-    params.pad_variable_length_inputs = True
+    params.pad_variable_length_inputs = False
     return params
 
 

@@ -12,11 +12,11 @@ import json
 import logging
 import sys
 
-STAGES = ("synthesize", "prepare", "train", "evaluate", "export", "serve", "demo")
+STAGES = ("synthesize", "prepare", "train", "evaluate", "export", "embed-items", "build-index", "serve", "demo")
 # Stages with their own argument parser (also runnable as `python -m <module>`).
-DELEGATED = {"train": "trainer.task", "evaluate": "trainer.evaluate"}
+DELEGATED = {"train": "trainer.task", "evaluate": "trainer.evaluate", "export": "export.exporter",
+             "embed-items": "beam.embed_items", "build-index": "export.build_index"}
 NOT_YET = {
-    "export": "the export issue (SPEC §2.4)",
     "serve": "the serving issue (SPEC §2.5)",
     "demo": "the one-command demo issue (SPEC §2.4-2.5)",
 }

@@ -1,5 +1,7 @@
 """Shared fixtures: a fixed NumPy seed for every test; the prepared
-`synthetic-small` world, prepared once per session."""
+`synthetic-small` world, prepared once per session; tiny trained DCM and CR
+models on it, their export, item embeddings and indexes (once per session,
+read-only by convention)."""
 
 import numpy as np
 import pytest
@@ -21,3 +23,49 @@ def world(tmp_path_factory):
     from mer_testing import prepare_small_world
 
     return prepare_small_world(str(tmp_path_factory.mktemp("small_world")))
+
+
+@pytest.fixture(scope="session")
+def trained(world, tmp_path_factory):
+    """`{"dcm": model_dir, "cr": model_dir}`: a few steps each (weights
+    only need to be non-trivial, not good)."""
+    from trainer import runtime
+    from trainer.config import load_config
+    from trainer.task import train
+
+    base = tmp_path_factory.mktemp("trained")
+    dirs = {}
+    for kind in ("dcm", "cr"):
+        cfg = load_config("synthetic-small", [f"model.kind={kind}", "train.epochs=1", "train.steps_per_epoch=8",
+                                              "train.batch_size=64"])
+        dirs[kind] = str(base / kind)
+        train(cfg, world, runtime.resolve(model_dir=dirs[kind], env={}), verbose=0)
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory):
+    """The export base of both models (version 1)."""
+    from export.exporter import export_models
+
+    base = str(tmp_path_factory.mktemp("export") / "serving")
+    export_models([trained["dcm"], trained["cr"]], base)
+    return base
+
+
+@pytest.fixture(scope="session")
+def indexed(exported, tmp_path_factory):
+    """A copy of `exported` with item embeddings (`mer embed-items`, Beam
+    DirectRunner) and exact ScaNN indexes (`mer build-index`) for both
+    retrievers."""
+    import shutil
+
+    from beam.embed_items import run_embed_items
+    from export.build_index import run_build_index
+
+    base = str(tmp_path_factory.mktemp("indexed") / "serving")
+    shutil.copytree(exported, base)
+    for retriever in ("implicit", "explicit"):
+        run_embed_items(base, retriever, beam_args=["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+        run_build_index(base, retriever)
+    return base

@@ -214,7 +214,7 @@ def test_warmup_replays_through_session_loader_and_config_files_parse(exported):
     assert all(c.model_platform == "tensorflow" and c.model_version_policy.latest.num_versions == 1
                and c.version_labels["stable"] == 1 and os.path.isdir(c.base_path) for c in models.values())
     batching = parse_text(open(f"{exported}/{contract.BATCHING_PARAMETERS}").read(), "BatchingParameters")
-    assert batching.max_batch_size.value > 0 and batching.pad_variable_length_inputs
+    assert batching.max_batch_size.value > 0 and not batching.pad_variable_length_inputs
     monitoring = parse_text(open(f"{exported}/{contract.MONITORING_CONFIG}").read(), "MonitoringConfig")
     assert monitoring.prometheus_config.enable
     summary = json.load(open(f"{exported}/export.json"))
