@@ -12,6 +12,12 @@ INSTALL_REQUIRES = [
     "apache-beam==2.77.*",
     "google-crc32c",
     "grpcio",
+    # The retrieval service: its .proto compiled at import (grpc_tools), the
+    # standard health service, Prometheus metrics. 1.80 keeps protobuf < 7,
+    # which TensorFlow 2.20 and Beam 2.77 need.
+    "grpcio-tools==1.80.*",
+    "grpcio-health-checking==1.80.*",
+    "prometheus-client",
     "numpy",
     "pyarrow",
     "pyyaml",
