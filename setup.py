@@ -12,10 +12,8 @@ INSTALL_REQUIRES = [
     "apache-beam==2.77.*",
     "google-crc32c",
     "grpcio",
-    # The retrieval service: its .proto compiled at import (grpc_tools), the
-    # standard health service, Prometheus metrics. 1.80 keeps protobuf < 7,
-    # which TensorFlow 2.20 and Beam 2.77 need.
-    "grpcio-tools==1.80.*",
+    # The retrieval service: the standard health service, Prometheus
+    # metrics. 1.80 keeps protobuf < 7, which TensorFlow 2.20 and Beam 2.77 need.
     "grpcio-health-checking==1.80.*",
     "prometheus-client",
     "numpy",
@@ -32,7 +30,8 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["common*", "trainer*", "serving*", "beam*", "export*", "mer*"]),
     install_requires=INSTALL_REQUIRES,
+    package_data={"serving": ["protos/*.proto"]},
     # bench: reference baselines of benchmarks/quality.py (ALS, co-occurrence).
-    extras_require={"bench": BENCH, "test": ["pytest", "pytest-timeout", *BENCH]},
+    extras_require={"bench": BENCH, "test": ["pytest", "pytest-timeout", "grpcio-tools==1.80.*", *BENCH]},
     entry_points={"console_scripts": ["mer=mer.cli:main"]},
 )

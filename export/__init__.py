@@ -1,5 +1,8 @@
-"""Export stage (SPEC §2.4): TF Serving SavedModels and the ScaNN index.
+"""Export stage (SPEC §2.4): trained models -> TF Serving SavedModels
+(`exporter.py`, `towers.py`, `serving_files.py`, `validation.py`) and the
+ScaNN index of the item embeddings (`build_index.py`, `index.py`; the
+embeddings come from `beam/embed_items.py`).
 
-Not built yet: `mer export` says so. It will read the trainer's artifacts
-(checkpoints, item table, vocabularies) and never import `beam/`.
+Reads the trainer's artifacts (`<model_dir>/artifacts/`, checkpoints),
+never the prepared data directory.
 """

@@ -19,8 +19,13 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving refuses more
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 
-def models_config(models: dict[str, str], labels: dict[str, int] | None = None):
-    """`ModelServerConfig` serving the latest version of each model.
+def models_config(models: dict[str, str], labels: dict[str, int] | None = None, num_versions: int = 2):
+    """`ModelServerConfig` serving the latest `num_versions` versions of each model.
+
+    Two by default: the retrieval service pins each request to the model
+    version its ScaNN index was built from, so the previous version must
+    stay loaded until the service has switched to the new index (a hot swap
+    without failed requests).
 
     Args:
       models: `{name: base_path}` (absolute, or as the server will see it).
@@ -31,7 +36,7 @@ def models_config(models: dict[str, str], labels: dict[str, int] | None = None):
     config = model_server_config_pb2.ModelServerConfig()
     for name, base_path in sorted(models.items()):
         model = config.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
-        model.model_version_policy.latest.num_versions = 1
+        model.model_version_policy.latest.num_versions = num_versions
         for label, version in sorted((labels or {}).items()):
             model.version_labels[label] = int(version)
     return config

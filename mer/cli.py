@@ -12,12 +12,13 @@ import json
 import logging
 import sys
 
-STAGES = ("synthesize", "prepare", "train", "evaluate", "export", "embed-items", "build-index", "serve", "demo")
+STAGES = ("synthesize", "prepare", "train", "evaluate", "export", "embed-items", "build-index", "serve", "query",
+          "demo")
 # Stages with their own argument parser (also runnable as `python -m <module>`).
 DELEGATED = {"train": "trainer.task", "evaluate": "trainer.evaluate", "export": "export.exporter",
-             "embed-items": "beam.embed_items", "build-index": "export.build_index"}
+             "embed-items": "beam.embed_items", "build-index": "export.build_index",
+             "serve": "serving.main:serve_main", "query": "serving.main:query_main"}
 NOT_YET = {
-    "serve": "the serving issue (SPEC §2.5)",
     "demo": "the one-command demo issue (SPEC §2.4-2.5)",
 }
 
@@ -35,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--raw_dir", default=None,
                       help="synthetic source: use already generated raw files instead of generating")
     for stage, module in DELEGATED.items():
-        sub.add_parser(stage, add_help=False, help=f"`python -m {module}` (see `mer {stage} --help`)")
+        sub.add_parser(stage, add_help=False, help=f"see `mer {stage} --help`")
     for stage in NOT_YET:
         sub.add_parser(stage, help=f"not available yet: {NOT_YET[stage]}")
     return parser
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in DELEGATED:
         import importlib
 
-        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
+        module, _, function = DELEGATED[argv[0]].partition(":")
+        return getattr(importlib.import_module(module), function or "main")(argv[1:])
     beam_args: list[str] = []
     if "--" in argv:
         cut = argv.index("--")

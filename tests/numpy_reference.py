@@ -63,3 +63,39 @@ def hit_rate(user_embeddings, corpus, target, exclude, k):
     target_score = scores[target]
     higher = [i for i in range(len(corpus)) if scores[i] > target_score and i not in exclude]
     return float(1 + len(higher) <= k)
+
+
+def round_robin(lists, budget, total):
+    """The serving merge, item by item: each round, every embedding (largest
+    budget first, ties by index) with budget left takes its best candidate
+    not taken yet (-1 = none); an exhausted list leaves its budget unused."""
+    order = sorted(range(len(budget)), key=lambda j: (-budget[j], j))
+    taken, merged, spent, cursor = set(), [], [0] * len(budget), [0] * len(budget)
+    active = [j for j in order if budget[j] > 0]
+    while active and len(merged) < total:
+        still = []
+        for j in active:
+            while cursor[j] < len(lists[j]) and (lists[j][cursor[j]] < 0 or lists[j][cursor[j]] in taken):
+                cursor[j] += 1
+            if cursor[j] == len(lists[j]):
+                continue
+            taken.add(lists[j][cursor[j]])
+            merged.append((lists[j][cursor[j]], j))
+            spent[j] += 1
+            if len(merged) == total:
+                break
+            if spent[j] < budget[j]:
+                still.append(j)
+        active = still
+    return merged
+
+
+def apportion(weights, total):
+    """Largest-remainder integer shares of `total` by `weights` (ties: lower index)."""
+    weights = np.asarray(weights, np.float64)
+    share = weights * total / weights.sum()
+    base = np.floor(share).astype(int)
+    order = sorted(range(len(weights)), key=lambda j: (-(share[j] - base[j]), j))
+    for j in order[: total - base.sum()]:
+        base[j] += 1
+    return base

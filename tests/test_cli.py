@@ -3,13 +3,13 @@ import pytest
 from mer import cli
 
 
-@pytest.mark.parametrize("stage", ["serve", "demo"])
+@pytest.mark.parametrize("stage", ["demo"])
 def test_unbuilt_stages_say_so(stage, capsys):
     assert cli.main([stage]) == 2
     assert "does not exist yet" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("stage", ["train", "evaluate", "export", "embed-items", "build-index"])
+@pytest.mark.parametrize("stage", ["train", "evaluate", "export", "embed-items", "build-index", "serve", "query"])
 def test_delegated_stages_name_missing_inputs(stage, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([stage])  # argparse: --data_dir / --model_dir are required

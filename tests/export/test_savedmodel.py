@@ -211,7 +211,7 @@ def test_warmup_replays_through_session_loader_and_config_files_parse(exported):
                                model_server_config_pb2.ModelServerConfig())
     models = {c.name: c for c in config.model_config_list.config}
     assert sorted(models) == ["item_explicit", "item_implicit", "user_explicit", "user_implicit"]
-    assert all(c.model_platform == "tensorflow" and c.model_version_policy.latest.num_versions == 1
+    assert all(c.model_platform == "tensorflow" and c.model_version_policy.latest.num_versions == 2
                and c.version_labels["stable"] == 1 and os.path.isdir(c.base_path) for c in models.values())
     batching = parse_text(open(f"{exported}/{contract.BATCHING_PARAMETERS}").read(), "BatchingParameters")
     assert batching.max_batch_size.value > 0 and not batching.pad_variable_length_inputs

@@ -1,0 +1,47 @@
+"""A small Python client of the retrieval service.
+
+    with RetrievalClient("127.0.0.1:8600") as client:
+        response = client.retrieve(["pin_1", "pin_2"], followed_topics=["topic_0003"], budget=100)
+        for c in response.candidates: print(c.item_id, c.retriever, c.score)
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from serving.protos import retrieval_pb2 as pb
+from serving.protos import retrieval_pb2_grpc as pb_grpc
+
+
+class RetrievalClient:
+    """Sends `RetrieveRequest`s; gRPC errors surface as `grpc.RpcError`."""
+
+    def __init__(self, address: str, timeout: float = 5.0):
+        self.channel = grpc.insecure_channel(address)
+        self.stub = pb_grpc.RetrievalStub(self.channel)
+        self.timeout = timeout
+
+    def retrieve(self, history: list[str], negative: list[bool] | None = None,
+                 followed_topics: list[str] = (), budget: int = 0, seed: int = 0,
+                 merge_policy: str = "") -> pb.RetrieveResponse:
+        negative = list(negative or [False] * len(history))
+        request = pb.RetrieveRequest(
+            history=[pb.Engagement(item_id=i, negative=bool(n)) for i, n in zip(history, negative)],
+            followed_topics=list(followed_topics), budget=budget, seed=seed, merge_policy=merge_policy)
+        return self.stub.Retrieve(request, timeout=self.timeout)
+
+    def health(self) -> str:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        status = health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(service=""),
+                                                                 timeout=self.timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(status.status)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> RetrievalClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

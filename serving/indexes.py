@@ -1,0 +1,103 @@
+"""The ScaNN indexes the service queries, one per retriever, and their versions.
+
+Each index `<base>/index/<retriever>/<v>/` was built from the item tower of
+model version v, so requests are pinned to user-tower version v. A newer
+index is switched to only when the model server reports that user-tower
+version AVAILABLE; the export keeps two versions loaded (`models.config`),
+so the old pin stays valid until the switch: a hot swap without failures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+
+import numpy as np
+
+from common import contract
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class LoadedIndex:
+    """One retriever's index and what the service needs around it.
+
+    Attributes:
+      retriever: `implicit` / `explicit`.
+      version: the model version it belongs to.
+      index: `export.index.ItemIndex`-like (search, item_ids, topics).
+      row_item: `[N]` int64, row -> global item number (shared by all
+        indexes, so both retrievers' candidates de-duplicate).
+      topic_rows: topic -> bool `[N]`, which rows carry the topic.
+      topic_vocabulary: topics the user tower knows (explicit only).
+      item_row: global item number -> row (-1 = not in this index).
+    """
+
+    retriever: str
+    version: int
+    index: object
+    row_item: np.ndarray
+    topic_rows: dict
+    topic_vocabulary: frozenset
+    item_row: np.ndarray
+
+    def row(self, item: int) -> int:
+        return int(self.item_row[item]) if item < len(self.item_row) else -1
+
+    def carries(self, topic: str) -> np.ndarray:
+        return self.topic_rows.get(topic, np.zeros(len(self.row_item), bool))
+
+
+class ItemNumbers:
+    """Global item numbering across indexes (thread-safe, append-only)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.ids: list[str] = []
+        self.number: dict[str, int] = {}
+
+    def numbers(self, item_ids: list[str]) -> np.ndarray:
+        with self._lock:
+            for item in item_ids:
+                if item not in self.number:
+                    self.number[item] = len(self.ids)
+                    self.ids.append(item)
+            return np.fromiter((self.number[i] for i in item_ids), np.int64, len(item_ids))
+
+
+def index_versions(base: str, retriever: str) -> list[int]:
+    """Complete index versions of a retriever (build.json present)."""
+    root = contract.join(base, contract.INDEX_DIR, retriever)
+    if not os.path.isdir(root):
+        return []
+    return sorted(int(n) for n in os.listdir(root)
+                  if n.isdigit() and os.path.exists(contract.join(root, n, contract.INDEX_BUILD)))
+
+
+def _topic_vocabulary(base: str, retriever: str, version: int) -> frozenset:
+    path = contract.join(base, contract.USER_MODEL[retriever], str(version), "assets", "topics.txt")
+    if not os.path.exists(path):
+        return frozenset()
+    with open(path, encoding="utf-8") as handle:
+        return frozenset(line.rstrip("\n") for line in handle if line.strip())
+
+
+def load(base: str, retriever: str, version: int, numbers: ItemNumbers) -> LoadedIndex:
+    """Loads `<base>/index/<retriever>/<version>/`."""
+    from export.index import load_index
+
+    index = load_index(contract.index_dir(base, retriever, version))
+    topic_rows: dict[str, np.ndarray] = {}
+    for row, topics in enumerate(index.topics):
+        for topic in topics:
+            topic_rows.setdefault(topic, np.zeros(len(index.item_ids), bool))[row] = True
+    row_item = numbers.numbers(index.item_ids)
+    item_row = np.full(int(row_item.max(initial=-1)) + 1, -1, np.int64)
+    item_row[row_item] = np.arange(len(row_item))
+    loaded = LoadedIndex(retriever, version, index, row_item, topic_rows,
+                         _topic_vocabulary(base, retriever, version), item_row)
+    log.info("loaded %s index version %d (%d items, %s)", retriever, version, len(index.item_ids), index.config.kind)
+    return loaded

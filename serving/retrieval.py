@@ -1,0 +1,309 @@
+"""The retrieval service's logic, independent of gRPC plumbing.
+
+Per request (SPEC §2.5, paper §3.4):
+1. validate; sample K_ex of the user's known followed topics (seeded);
+2. call the implicit and explicit user towers on the model server
+   concurrently, pinned to the versions the indexes were built from;
+3. one ANN query per valid embedding, over-fetched to survive the filters:
+   the user's history is dropped, and explicit candidates must carry their
+   condition topic (relevance post-filter);
+4. budgets: implicit embeddings in proportion to their importance, explicit
+   ones equal (one apportionment of the total over all embeddings, the
+   implicit weights scaled to average 1); merge round-robin with
+   de-duplication across both retrievers (or the configured policy).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import logging
+import threading
+import time
+
+import grpc
+import numpy as np
+
+from common import contract
+from common.merging import POLICIES, budgets, merge
+from serving import indexes as index_lib
+from serving.retrieval_config import RetrievalConfig
+from serving.tensors import int64_tensor, string_tensor, to_numpy
+
+log = logging.getLogger(__name__)
+
+
+class RequestError(ValueError):
+    """A request that cannot be answered as sent (INVALID_ARGUMENT)."""
+
+
+class UpstreamError(RuntimeError):
+    """The model server failed; `code` is the gRPC status to answer with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclasses.dataclass
+class Query:
+    """A validated request."""
+
+    history: list[str]
+    negative: list[int]
+    topics: list[str]  # sampled, known
+    ignored_topics: list[str]
+    budget: int
+    policy: str
+
+
+@dataclasses.dataclass
+class Lists:
+    """Per-embedding candidate lists of one request, before merging."""
+
+    rows: np.ndarray  # [K, depth] global item numbers, -1 = none
+    scores: np.ndarray  # [K, depth]
+    retriever: list[str]
+    embedding: list[int]
+    topic: list[str]
+    weight: np.ndarray  # [K] budget weights
+    importance: np.ndarray  # [K]
+
+
+def _stack(rows: list[np.ndarray], pad) -> np.ndarray:
+    """Rows of different lengths as one `[K, max length]` array, right-padded."""
+    width = max(len(r) for r in rows)
+    return np.stack([np.pad(r, (0, width - len(r)), constant_values=pad) for r in rows])
+
+
+def sample_topics(topics: list[str], k: int, seed: int, request_key: bytes) -> list[str]:
+    """K_ex of `topics` without replacement, in their given order; seed 0 =
+    derived from the request (same request, same sample)."""
+    if len(topics) <= k:
+        return list(topics)
+    if not seed:
+        seed = int.from_bytes(hashlib.sha256(request_key).digest()[:8], "little")
+    chosen = np.random.default_rng(seed).choice(len(topics), size=k, replace=False)
+    return [topics[i] for i in sorted(chosen)]
+
+
+class Retriever:
+    """Answers retrieval requests against a model server and the indexes.
+
+    Args:
+      cfg: the service config.
+      channel: a gRPC channel to the model server (TF Serving API).
+    """
+
+    def __init__(self, cfg: RetrievalConfig, channel: grpc.Channel):
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        if cfg.merge_policy not in POLICIES:
+            raise ValueError(f"merge_policy={cfg.merge_policy!r}; allowed: {', '.join(POLICIES)}")
+        self.cfg = cfg
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        self.numbers = index_lib.ItemNumbers()
+        self.loaded: dict[str, index_lib.LoadedIndex] = {}
+        self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="towers")
+
+    # -- indexes ---------------------------------------------------------------
+    def refresh(self, available=None) -> list[str]:
+        """Loads newer index versions whose user tower the model server has
+        AVAILABLE (`available(model, version) -> bool`; None = assume so).
+        Returns what changed."""
+        changed = []
+        for retriever in contract.RETRIEVERS:
+            found = index_lib.index_versions(self.cfg.export_dir, retriever)
+            current = self.loaded.get(retriever)
+            newer = [v for v in found if current is None or v > current.version]
+            for version in reversed(newer):
+                if available is None or available(contract.USER_MODEL[retriever], version):
+                    loaded = index_lib.load(self.cfg.export_dir, retriever, version, self.numbers)
+                    with self._lock:
+                        self.loaded[retriever] = loaded
+                    changed.append(f"{retriever}:{version}")
+                    break
+        return changed
+
+    def versions(self) -> dict[str, int]:
+        return {r: i.version for r, i in self.loaded.items()}
+
+    # -- request ---------------------------------------------------------------
+    def validate(self, request) -> Query:
+        """Checks a `RetrieveRequest`; raises RequestError naming the field."""
+        cfg = self.cfg
+        if request.budget < 0 or request.budget > cfg.max_budget:
+            raise RequestError(f"budget={request.budget}: allowed 1..{cfg.max_budget} (0 = default {cfg.default_budget})")
+        if len(request.history) > cfg.max_history:
+            raise RequestError(f"history has {len(request.history)} engagements; at most {cfg.max_history} "
+                               f"(the towers use the most recent ones)")
+        if len(request.followed_topics) > cfg.max_topics:
+            raise RequestError(f"followed_topics has {len(request.followed_topics)} topics; at most {cfg.max_topics}")
+        for i, e in enumerate(request.history):
+            if not e.item_id or len(e.item_id) > cfg.max_id_length:
+                raise RequestError(f"history[{i}].item_id={e.item_id[:40]!r}: must be a non-empty id of at most "
+                                   f"{cfg.max_id_length} characters")
+        policy = request.merge_policy or cfg.merge_policy
+        if policy not in POLICIES:
+            raise RequestError(f"merge_policy={policy!r}; allowed: {', '.join(POLICIES)} (or empty)")
+        explicit = self.loaded.get(contract.EXPLICIT)
+        known, ignored = [], []
+        for topic in dict.fromkeys(request.followed_topics):
+            if not topic or len(topic) > cfg.max_id_length:
+                raise RequestError(f"followed_topics: {topic[:40]!r} is not a topic (empty or too long)")
+            (known if explicit is not None and topic in explicit.topic_vocabulary else ignored).append(topic)
+        if not request.history and not known:
+            raise RequestError("nothing to retrieve from: history is empty and no followed topic is known")
+        sampled = sample_topics(known, cfg.num_explicit, request.seed, request.SerializeToString(deterministic=True))
+        return Query([e.item_id for e in request.history], [int(e.negative) for e in request.history], sampled,
+                     ignored, request.budget or cfg.default_budget, policy)
+
+    def _predict(self, retriever: str, version: int, query: Query, timeout: float):
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = contract.USER_MODEL[retriever]
+        request.model_spec.version.value = version
+        request.model_spec.signature_name = contract.SIGNATURE
+        request.inputs[contract.HISTORY_ITEM_IDS].CopyFrom(string_tensor([query.history or [""]]))
+        request.inputs[contract.HISTORY_NEGATIVE].CopyFrom(int64_tensor([query.negative or [0]]))
+        if retriever == contract.EXPLICIT:
+            request.inputs[contract.TOPICS].CopyFrom(string_tensor([query.topics]))
+        return self.stub.Predict.future(request, timeout=timeout)
+
+    def towers(self, query: Query, loaded: dict, deadline: float) -> dict:
+        """Calls the user towers concurrently; `{retriever: outputs}`."""
+        calls = {}
+        timeout = max(0.001, deadline - time.monotonic())
+        if contract.IMPLICIT in loaded and query.history:
+            calls[contract.IMPLICIT] = self._predict(contract.IMPLICIT, loaded[contract.IMPLICIT].version, query, timeout)
+        if contract.EXPLICIT in loaded and query.topics:
+            calls[contract.EXPLICIT] = self._predict(contract.EXPLICIT, loaded[contract.EXPLICIT].version, query, timeout)
+        out = {}
+        for retriever, call in calls.items():
+            try:
+                response = call.result()
+            except grpc.RpcError as err:
+                code = err.code()
+                if code not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INVALID_ARGUMENT):
+                    code = grpc.StatusCode.UNAVAILABLE
+                raise UpstreamError(code, f"model server {self.cfg.model_server}, {contract.USER_MODEL[retriever]}: "
+                                          f"{err.code().name}: {err.details()}") from None
+            out[retriever] = {k: to_numpy(v)[0] for k, v in response.outputs.items()}
+        return out
+
+    def lists(self, query: Query, loaded: dict, towers: dict) -> Lists:
+        """One ANN query per valid embedding, filtered (history, topics)."""
+        rows, scores, retrievers, embeddings, topics, weights, importance = [], [], [], [], [], [], []
+        history_items = {self.numbers.number.get(i, -1) for i in query.history}
+        total = query.budget
+        for retriever in contract.RETRIEVERS:
+            if retriever not in towers:
+                continue
+            out, index = towers[retriever], loaded[retriever]
+            valid = np.flatnonzero(out[contract.MASK])
+            if retriever == contract.EXPLICIT:
+                valid = valid[valid < len(query.topics)]
+            if not len(valid):
+                continue
+            vectors = out[contract.EMBEDDINGS][valid].astype(np.float32)
+            if retriever == contract.IMPLICIT:
+                imp = np.maximum(out[contract.IMPORTANCE][valid].astype(np.float64), 0)
+                weight = imp * len(imp) / imp.sum() if imp.sum() > 0 else np.ones(len(imp))
+                depth = total + len(query.history)
+            else:
+                imp = weight = np.ones(len(valid))
+                depth = int(total * self.cfg.overfetch) + len(query.history)
+            found, found_scores, keep = self._search(index, vectors, min(depth, len(index.row_item)),
+                                                    [query.topics[e] for e in valid] if retriever == contract.EXPLICIT
+                                                    else None, total + len(query.history))
+            items = np.where(found >= 0, index.row_item[np.maximum(found, 0)], -1)
+            drop = np.isin(items, list(history_items)) | ~keep | (found < 0)
+            for j, e in enumerate(valid):
+                rows.append(np.where(drop[j], -1, items[j]))
+                scores.append(found_scores[j])
+                retrievers.append(retriever)
+                embeddings.append(int(e))
+                topics.append(query.topics[e] if retriever == contract.EXPLICIT else "")
+            weights.append(weight)
+            importance.append(imp)
+        if not rows:
+            return Lists(np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32), [], [], [], np.zeros(0), np.zeros(0))
+        return Lists(_stack(rows, -1), _stack(scores, -np.inf).astype(np.float32), retrievers, embeddings, topics,
+                     np.concatenate(weights), np.concatenate(importance))
+
+    def _search(self, index, vectors: np.ndarray, depth: int, topics: list[str] | None, needed: int):
+        """ANN search; for explicit embeddings also the relevance post-filter.
+
+        An explicit list must still hold `needed` (budget + history)
+        candidates carrying its condition topic after filtering, so a list
+        short of that is searched again four times deeper, up to
+        `max_explicit_depth` (the whole index when smaller): on a corpus of at
+        most that size the filtered lists are exact.
+
+        Returns: `(rows [K, D], scores [K, D], keep [K, D] bool)`.
+        """
+        found, scores = index.index.search(vectors, depth)
+        if topics is None:
+            return found, scores, np.ones(found.shape, bool)
+        limit = min(len(index.row_item), max(depth, self.cfg.max_explicit_depth))
+        rows, row_scores, keep = [], [], []
+        for j, topic in enumerate(topics):
+            carries = index.carries(topic)
+            r, sc = found[j], scores[j]
+            d = depth
+            while (carries[np.maximum(r, 0)] & (r >= 0)).sum() < needed and d < limit:
+                d = min(limit, d * 4)
+                r, sc = (x[0] for x in index.index.search(vectors[j:j + 1], d))
+            rows.append(r)
+            row_scores.append(sc)
+            keep.append(carries[np.maximum(r, 0)] & (r >= 0))
+        return _stack(rows, -1), _stack(row_scores, -np.inf), _stack(keep, False)
+
+    def retrieve(self, request, timeout: float | None = None):
+        """Answers one `RetrieveRequest` with a `RetrieveResponse`.
+
+        Raises:
+          RequestError: INVALID_ARGUMENT.
+          UpstreamError: the model server failed (its status code).
+        """
+        from serving.protos import retrieval_pb2 as pb
+
+        started = time.monotonic()
+        deadline = started + min(timeout or 1e9, self.cfg.deadline_ms / 1000.0)
+        with self._lock:
+            loaded = dict(self.loaded)
+        if not loaded:
+            raise UpstreamError(grpc.StatusCode.UNAVAILABLE, f"no index loaded from {self.cfg.export_dir}")
+        query = self.validate(request)
+        towers = self.towers(query, loaded, deadline)
+        t_towers = time.monotonic()
+        lists = self.lists(query, loaded, towers)
+        t_ann = time.monotonic()
+        response = pb.RetrieveResponse(sampled_topics=query.topics, ignored_topics=query.ignored_topics,
+                                       merge_policy=query.policy,
+                                       unknown_items=sum(1 for i in query.history if i not in self.numbers.number))
+        for retriever, index in loaded.items():
+            response.versions[retriever] = index.version
+        if len(lists.rows):
+            budget = budgets(lists.weight[None, :], np.ones((1, len(lists.weight)), bool), query.budget)[0]
+            items, source, position = merge(query.policy, lists.rows, lists.scores, budget, query.budget,
+                                            floor=self.cfg.score_floor)
+            contributed = np.bincount(source, minlength=len(budget)) if len(source) else np.zeros(len(budget), int)
+            for j in range(len(budget)):
+                response.embeddings.add(retriever=lists.retriever[j], embedding=lists.embedding[j],
+                                        condition_topic=lists.topic[j], importance=float(lists.importance[j]),
+                                        budget=int(budget[j]), contributed=int(contributed[j]))
+            for item, j, pos in zip(items.tolist(), source.tolist(), position.tolist()):
+                index = loaded[lists.retriever[j]]
+                response.candidates.add(item_id=self.numbers.ids[item], score=float(lists.scores[j, pos]),
+                                        retriever=lists.retriever[j], embedding=lists.embedding[j],
+                                        condition_topic=lists.topic[j], item_topics=index.index.topics[index.row(item)])
+        done = time.monotonic()
+        for stage, ms in (("towers", t_towers - started), ("ann", t_ann - t_towers), ("merge", done - t_ann),
+                          ("total", done - started)):
+            response.stage_ms[stage] = round(ms * 1000.0, 3)
+        return response
+

@@ -1,0 +1,49 @@
+"""The retrieval service's settings (one dataclass, flags map onto it)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class RetrievalConfig:
+    """How the retrieval service answers.
+
+    Attributes:
+      export_dir: the `mer export` base (models, indexes, models.config).
+      model_server: `host:port` of the TF Serving (or embedded) model server.
+      deadline_ms: per request, for the tower calls (UNAVAILABLE /
+        DEADLINE_EXCEEDED past it).
+      default_budget: candidates when the request says 0 (paper: 1000).
+      max_budget: larger budgets are INVALID_ARGUMENT.
+      max_history: longer histories are INVALID_ARGUMENT (the towers use
+        the most recent `history_length` of what is sent).
+      max_topics: more followed topics are INVALID_ARGUMENT.
+      max_id_length: longer item ids / topics are INVALID_ARGUMENT.
+      num_explicit: K_ex, followed topics sampled per request.
+      merge_policy: `round_robin` (paper) or `score`.
+      score_floor: `score` policy: candidates each embedding is guaranteed.
+      overfetch: first search depth of explicit embeddings, as a multiple of
+        budget + history, for the relevance post-filter (items without the
+        condition topic are dropped); implicit lists fetch budget + history,
+        which is always enough.
+      max_explicit_depth: an explicit list short of budget + history
+        carriers after filtering is searched again 4x deeper, up to this
+        depth (rare topics in huge corpora may leave budget unused).
+      index_poll_seconds: how often new index versions are looked for.
+    """
+
+    export_dir: str
+    model_server: str = "127.0.0.1:8500"
+    deadline_ms: int = 2000
+    default_budget: int = 1000
+    max_budget: int = 10_000
+    max_history: int = 1000
+    max_topics: int = 1000
+    max_id_length: int = 1024
+    num_explicit: int = 5
+    merge_policy: str = "round_robin"
+    score_floor: int = 10
+    overfetch: float = 3.0
+    max_explicit_depth: int = 50_000
+    index_poll_seconds: float = 2.0

@@ -1,0 +1,270 @@
+"""The retrieval service over loopback gRPC on the exported synthetic world:
+the embedded model server (TF Serving API) under it, real ScaNN indexes,
+answers checked against a NumPy reference, every bad-request class, the
+model server killed and restarted, and a new version hot-swapped under
+traffic."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+import numpy_reference as ref
+from common import contract
+from trainer import features
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(indexed, tmp_path_factory):
+    """A copy of the indexed export, served: {"models", "service", "base"}."""
+    from serving.model_server import ModelServer
+    from serving.retrieval_config import RetrievalConfig
+    from serving.retrieval_server import RetrievalServer
+
+    from export.exporter import write_serving_files
+
+    base = str(tmp_path_factory.mktemp("served") / "serving")
+    shutil.copytree(indexed, base)
+    write_serving_files(base)  # models.config names absolute paths: point it at the copy
+    models = ModelServer(base, file_system_poll_wait_seconds=0.5).start()
+    models.wait_until_available(timeout=120)
+    cfg = RetrievalConfig(export_dir=base, model_server=models.address, deadline_ms=1500, index_poll_seconds=0.5)
+    service = RetrievalServer(cfg, metrics_port=0).start()
+    service.wait_until_serving(timeout=60)
+    served = {"models": models, "service": service, "base": base}
+    yield served
+    service.stop()
+    served["models"].stop()
+
+
+@pytest.fixture(scope="module")
+def client(stack):
+    from serving.client import RetrievalClient
+
+    with RetrievalClient(stack["service"].address, timeout=10) as c:
+        yield c
+
+
+def eval_users(world, n=6):
+    from trainer.data import build_dataset
+
+    batch = next(iter(build_dataset(f"{world}/{features.EVAL_IMPLICIT}-*", 64, 50, shuffle=False)))
+    users = []
+    for ids, neg, follows in zip(batch[features.HISTORY_ITEM_IDS].numpy(), batch[features.HISTORY_NEGATIVE].numpy(),
+                                 batch[features.FOLLOWED_TOPICS].numpy()):
+        history = [i.decode() for i in ids if i]
+        topics = [t.decode() for t in follows if t]
+        if len(history) >= 3 and topics:
+            users.append((history, [int(x) for x in neg[:len(history)]], topics))
+    return users[:n]
+
+
+def test_tf_serving_stub_returns_the_keras_embeddings(stack, trained):
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from trainer.layers._keras import tf
+    from trainer.model_io import load_trained
+
+    _, model, _ = load_trained(trained["dcm"])
+    ids = np.array([[model.store.vocabulary[5], model.store.vocabulary[9], ""]], object)
+    neg = np.array([[0, 1, 0]], np.int64)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "user_implicit"
+    request.inputs["history_item_ids"].CopyFrom(tf.make_tensor_proto(ids))
+    request.inputs["history_negative"].CopyFrom(tf.make_tensor_proto(neg))
+    with grpc.insecure_channel(stack["models"].address) as channel:
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
+    got = tf.make_ndarray(response.outputs["embeddings"])
+    padded = {features.HISTORY_ITEM_IDS: tf.constant(np.pad(ids[:, :2], ((0, 0), (0, 48)), constant_values=b"")),
+              features.HISTORY_NEGATIVE: tf.constant(np.pad(neg[:, :2], ((0, 0), (0, 48))))}
+    want = model.user_embeddings(padded, training=False)["embeddings"].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert response.model_spec.version.value == 1
+
+
+def reference_answer(stack, trained, history, negative, topics, budget):
+    """NumPy: Keras embeddings, exact scores over each index's items, history
+    and topic filters, budgets, round-robin with de-duplication."""
+    from beam.embed_items import read_embeddings
+    from export.build_index import user_query_embeddings  # noqa: F401  (same export, same items)
+    from trainer.layers._keras import tf
+    from trainer.model_io import load_trained
+
+    base = stack["base"]
+    lists, weights, meta = [], [], []
+    pad = lambda xs, v: np.array([xs[-50:] + [v] * (50 - len(xs[-50:]))])  # noqa: E731
+    for kind, retriever in (("dcm", contract.IMPLICIT), ("cr", contract.EXPLICIT)):
+        _, model, _ = load_trained(trained[kind])
+        inputs = {features.HISTORY_ITEM_IDS: tf.constant(pad(history, "")),
+                  features.HISTORY_NEGATIVE: tf.constant(pad(negative, 0))}
+        conditions = tf.constant([topics]) if retriever == contract.EXPLICIT else None
+        out = {k: v.numpy()[0] for k, v in model.user_embeddings(inputs, training=False, conditions=conditions).items()}
+        items = read_embeddings(contract.embeddings_dir(base, retriever, 1))
+        scores = out["embeddings"] @ items["embeddings"].T
+        valid = np.flatnonzero(out["mask"])
+        imp = out["importance"][valid] if retriever == contract.IMPLICIT else np.ones(len(valid))
+        weights += list(imp * len(imp) / imp.sum())
+        for j in valid:
+            order = np.lexsort((np.arange(len(scores[j])), -scores[j]))
+            keep = [items["item_ids"][r] for r in order if items["item_ids"][r] not in history
+                    and (retriever == contract.IMPLICIT or topics[j] in items["topics"][r])]
+            lists.append(keep)
+            meta.append((retriever, int(j)))
+    budget_per = ref.apportion(weights, budget)
+    names = sorted({i for keep in lists for i in keep})
+    number = {name: n for n, name in enumerate(names)}
+    merged = ref.round_robin([[number[i] for i in keep] for keep in lists], budget_per, budget)
+    return [(names[item], meta[j]) for item, j in merged]
+
+
+def test_answer_equals_numpy_reference(stack, client, trained, world):
+    users = eval_users(world)
+    assert len(users) >= 3
+    for history, negative, topics in users:
+        topics = topics[:5]
+        response = client.retrieve(history, negative, topics, budget=60)
+        got = [(c.item_id, (c.retriever, c.embedding)) for c in response.candidates]
+        want = reference_answer(stack, trained, history, negative, topics, 60)
+        assert got == want
+        assert len({c.item_id for c in response.candidates}) == len(response.candidates) == 60
+        assert not set(history) & {c.item_id for c in response.candidates}
+        for c in response.candidates:
+            if c.retriever == "explicit":
+                assert c.condition_topic in c.item_topics
+        assert sum(e.budget for e in response.embeddings) == 60
+        assert list(response.sampled_topics) == topics and dict(response.versions) == {"implicit": 1, "explicit": 1}
+        again = client.retrieve(history, negative, topics, budget=60)
+        assert [c.item_id for c in again.candidates] == [c.item_id for c in response.candidates]
+
+
+def test_topic_sample_is_seeded_and_reproducible(client, world):
+    history, negative, _ = eval_users(world)[0]
+    with open(f"{world}/vocab/topics.txt") as handle:
+        topics = [t.strip() for t in handle][:12]
+    first = client.retrieve(history, negative, topics, budget=30, seed=7)
+    assert len(first.sampled_topics) == 5 and set(first.sampled_topics) <= set(topics)
+    assert list(client.retrieve(history, negative, topics, budget=30, seed=7).sampled_topics) == list(first.sampled_topics)
+    samples = {tuple(client.retrieve(history, negative, topics, budget=30, seed=s).sampled_topics) for s in range(1, 9)}
+    assert len(samples) > 1
+    unseeded = [tuple(client.retrieve(history, negative, topics, budget=30).sampled_topics) for _ in range(2)]
+    assert unseeded[0] == unseeded[1]
+
+
+@pytest.mark.parametrize("case, message", [
+    ({"budget": -1}, "budget=-1"),
+    ({"budget": 10_001}, "budget=10001"),
+    ({"history": ["a"] * 1001}, "at most 1000"),
+    ({"history": ["ok", ""]}, "history[1].item_id"),
+    ({"history": [], "topics": []}, "nothing to retrieve"),
+    ({"history": [], "topics": ["no-such-topic"]}, "nothing to retrieve"),
+    ({"merge_policy": "best"}, "merge_policy='best'"),
+    ({"topics": [""]}, "followed_topics"),
+])
+def test_bad_requests_are_invalid_argument(client, case, message):
+    args = {"history": ["pin_00000001"], "topics": [], "budget": 10, "merge_policy": ""} | case
+    with pytest.raises(grpc.RpcError) as err:
+        client.retrieve(args["history"], None, args["topics"], args["budget"], merge_policy=args["merge_policy"])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in err.value.details(), err.value.details()
+
+
+def test_malformed_bytes_and_graceful_answers(stack, client):
+    call = client.channel.unary_unary("/mer.retrieval.v1.Retrieval/Retrieve")
+    with pytest.raises(grpc.RpcError) as err:
+        call(b"\xff\xff\xff garbage", timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "RetrieveRequest" in err.value.details()
+    # Unknown items (a cold user) and unknown topics: answered, and reported.
+    response = client.retrieve(["never-seen-1", "never-seen-2"], None, ["no-such-topic"], budget=25)
+    assert len(response.candidates) == 25 and response.unknown_items == 2
+    assert list(response.ignored_topics) == ["no-such-topic"] and not response.sampled_topics
+    assert client.health() == "SERVING"
+    assert stack["service"].metrics.count("INVALID_ARGUMENT") >= 1 and stack["service"].metrics.count("OK") >= 1
+    import urllib.request
+
+    port = stack["service"].metrics_port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'mer_retrieval_latency_seconds_bucket{le="0.01",stage="ann"}' in text
+
+
+def test_model_server_killed_and_restarted(stack, client, world):
+    from serving.model_server import ModelServer
+
+    models, base = stack["models"], stack["base"]
+    history, negative, topics = eval_users(world)[0]
+    port = models.port
+    models.stop()
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        client.retrieve(history, negative, topics, budget=20)
+    assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), err.value
+    assert time.monotonic() - started < 1.5 + 2.0  # within the service deadline (+ slack)
+    restarted = ModelServer(base, port=port, file_system_poll_wait_seconds=0.5).start()
+    restarted.wait_until_available(timeout=120)
+    stack["models"] = restarted
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert len(client.retrieve(history, negative, topics, budget=20).candidates) == 20
+            break
+        except grpc.RpcError:
+            assert time.monotonic() < deadline, "the service did not recover"
+            time.sleep(0.2)
+
+
+def test_new_version_hot_swap_under_traffic(stack, client, trained, world):
+    from beam.embed_items import run_embed_items
+    from export.build_index import run_build_index
+    from export.exporter import export_models
+
+    service, base = stack["service"], stack["base"]
+    history, negative, topics = eval_users(world)[1]
+    failures, answered, stop = [], [], threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            try:
+                answered.append(dict(client.retrieve(history, negative, topics, budget=20).versions))
+            except grpc.RpcError as err:
+                failures.append(f"{err.code().name}: {err.details()}")
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        export_models([trained["dcm"], trained["cr"]], base, version=2)
+        for retriever in contract.RETRIEVERS:
+            run_embed_items(base, retriever, beam_args=["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+            run_build_index(base, retriever)
+        deadline = time.monotonic() + 60
+        while service.retriever.versions() != {"implicit": 2, "explicit": 2}:
+            assert time.monotonic() < deadline, (service.retriever.versions(), stack["models"].available_versions(
+                "user_implicit"), stack["models"].available_versions("user_explicit"))
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures, failures[:5]
+    assert answered[0] == {"implicit": 1, "explicit": 1} and answered[-1] == {"implicit": 2, "explicit": 2}
+    assert len(answered) > 20
+
+
+def test_generated_stubs_match_the_proto(tmp_path):
+    """serving/protos/*_pb2*.py are what grpc_tools makes of retrieval.proto
+    (run in a subprocess: grpc_tools must not share a process with TF)."""
+    import pathlib
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{repo}", f"--python_out={tmp_path}",
+                    f"--grpc_python_out={tmp_path}", str(repo / "serving/protos/retrieval.proto")],
+                   check=True, capture_output=True, timeout=120)
+    for name in ("retrieval_pb2.py", "retrieval_pb2_grpc.py"):
+        assert (tmp_path / "serving/protos" / name).read_text() == (repo / "serving/protos" / name).read_text(), name
