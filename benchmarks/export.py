@@ -1,6 +1,19 @@
 """Export-stage benchmarks, one function per section; prints tables, writes JSON.
 
 Sections:
+  export `export.exporter.export_models` of a DCM and a CR model (both
+         retrievers in one call), trained `TRAIN_STEPS` steps each with
+         `trainer.task.train` on the `synthetic-small` world (`beam.run.
+         run_prepare`); world and models are kept in `--scratch` and reused.
+         Per tower: seconds to save + validate + write warmup, SavedModel MB,
+         op types, warmup requests; the total.
+  embed  `beam.embed_items.run_embed_items` (`mer embed-items`) at each
+         `--sizes` catalog size, on DirectRunner multi-process (2 workers)
+         and in-memory: items, seconds, items/s. The item tower (random init,
+         `synthetic-small` model config, asset vocabularies) over a synthetic
+         item table is saved as `item_implicit/1` with its catalog by
+         `export.exporter.save_version`; the same tower in-process (and its
+         SavedModel signature) is the ceiling.
   index  ScaNN item index (`export/index.py`) at each `--sizes` corpus size:
          item embeddings from the real item tower (`trainer.model`, random
          init, `synthetic-small` model config) over a synthetic item table;
@@ -10,13 +23,16 @@ Sections:
          Bar (issue): at 1M items, a configuration with recall@100 >= 0.95
          answers a 12-embedding request in <= 5 ms p99 on 2 cores.
 
-  python -m benchmarks.export [--sections index] [--sizes 100000,1000000]
-                              [--quick] [--out benchmarks/results/export.json]
+  python -m benchmarks.export [--sections export,embed,index] [--sizes 100000,1000000]
+                              [--quick] [--scratch benchmarks/results/export-scratch]
+                              [--out benchmarks/results/export.json]
 
+`--quick`: fewer index queries and requests; models trained 8 steps of 64.
 Run pinned to measure what a small serving replica gets, e.g.
 `taskset -c 1 python -m benchmarks.export`. ScaNN's `search_batched` is
 single-threaded, so one core measures the request latency of a 2-core
-replica serving one request at a time.
+replica serving one request at a time. (Pinned, the 2 DirectRunner workers
+of the embed section share that one core.)
 """
 
 from __future__ import annotations
@@ -33,6 +49,215 @@ REQUEST_EMBEDDINGS = 12  # user embeddings per request: K_im implicit + K_ex exp
 K = 100
 EMBED_BATCH = 65536
 QUERY_NOISE = 0.15  # per-dimension Gaussian noise added to an item embedding to make a query
+TRAINED_KINDS = ("dcm", "cr")  # one model per retriever: implicit, explicit
+TRAIN_STEPS = 300
+BEAM_BATCH = 4096  # SavedModelItemHandler's max_batch_size
+EMBED_RUNNERS = (
+    ("multi_processing, 2 workers",
+     ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]),
+    ("in_memory", ["--runner=DirectRunner", "--direct_running_mode=in_memory"]),
+)
+
+
+# -- export section ------------------------------------------------------------------
+def _dir_mb(path: str) -> float:
+    total = sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
+    return total / 2**20
+
+
+def prepared_world(scratch: pathlib.Path) -> tuple[str, bool]:
+    """The `synthetic-small` world prepared by `beam.run.run_prepare` under
+    `scratch`, once: a directory with a manifest is reused.
+
+    Returns: `(directory, reused)`.
+    """
+    import shutil
+
+    from beam.run import run_prepare
+    from trainer import features
+    from trainer.config import load_config
+
+    world = scratch / "world-synthetic-small"
+    if (world / features.MANIFEST).exists():
+        return str(world), True
+    if world.exists():
+        shutil.rmtree(world)  # an interrupted prepare
+    run_prepare(load_config("synthetic-small"), str(world),
+                ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+    return str(world), False
+
+
+def trained_models(world: str, scratch: pathlib.Path, steps: int, batch_size: int) -> dict:
+    """`synthetic-small` DCM and CR models trained `steps` steps on `world`
+    with `trainer.task.train`, once per (kind, steps, batch): a model
+    directory with its artifacts is reused.
+
+    Returns: `{kind: {"dir", "reused", "train_seconds", "steps"}}`.
+    """
+    import shutil
+
+    from trainer import runtime
+    from trainer.config import load_config
+    from trainer.model_io import has_artifacts
+    from trainer.task import train
+
+    out = {}
+    for kind in TRAINED_KINDS:
+        model_dir = scratch / "models" / f"{kind}-{steps}x{batch_size}"
+        reused = has_artifacts(str(model_dir))  # artifacts are written last
+        if not reused:
+            if model_dir.exists():
+                shutil.rmtree(model_dir)
+            cfg = load_config("synthetic-small", [f"model.kind={kind}", "train.epochs=1",
+                                                  f"train.steps_per_epoch={steps}",
+                                                  f"train.batch_size={batch_size}"])
+            train(cfg, world, runtime.resolve(model_dir=str(model_dir), env={}), verbose=0)
+        summary = json.loads((model_dir / "training.json").read_text())
+        out[kind] = {"dir": str(model_dir), "reused": reused, "train_seconds": summary["seconds"],
+                     "steps": summary["optimizer_steps"]}
+    return out
+
+
+def export_section(scratch: pathlib.Path, quick: bool) -> dict:
+    """Times `export_models` for a trained DCM and a CR model (one call, both retrievers)."""
+    import shutil
+
+    from export.exporter import export_models
+
+    steps, batch_size = (8, 64) if quick else (TRAIN_STEPS, 256)
+    world, world_reused = prepared_world(scratch)
+    models = trained_models(world, scratch, steps, batch_size)
+    base = scratch / "export"
+    if base.exists():
+        shutil.rmtree(base)
+    start = time.perf_counter()
+    summary = export_models([models[k]["dir"] for k in TRAINED_KINDS], str(base))
+    total = time.perf_counter() - start
+    rows = []
+    for kind, exported in zip(TRAINED_KINDS, summary["exports"]):
+        for tower in [k for k in exported if k not in ("retriever", "source")]:  # user, item
+            saved = exported[tower]
+            rows.append({"model": kind, "tower": tower, "seconds": saved["seconds"],
+                         "size_mb": _dir_mb(saved["path"]), "op_types": saved["op_types"],
+                         "warmup_requests": saved["warmup_requests"]})
+    towers_s = sum(r["seconds"] for r in rows)
+    return {"rows": rows, "total_seconds": total, "towers_seconds": towers_s,
+            "other_seconds": total - towers_s, "version": summary["version"],
+            "world": {"dir": world, "reused": world_reused},
+            "models": models, "train": {"steps": steps, "batch_size": batch_size},
+            "notes": [f"synthetic-small DCM and CR, each trained {steps} steps of batch {batch_size} "
+                      "(trainer.task.train; cached in the scratch dir)",
+                      "one export_models call for both; tower seconds = save_version: "
+                      "tf.saved_model.save + core-op validation + warmup file + atomic rename",
+                      "total - towers = restoring the trained models (asset vocabularies), sample "
+                      "records, warmup requests, catalog, serving config files"]}
+
+
+def print_export(result: dict) -> None:
+    print("\n## Export (" + "; ".join(result["notes"]) + ")\n")
+    print("| model | tower | seconds | SavedModel MB | op types | warmup requests |")
+    print("|---|---|---|---|---|---|")
+    for r in result["rows"]:
+        print(f"| {r['model']} | {r['tower']} | {r['seconds']:.2f} | {r['size_mb']:.2f} | {r['op_types']} | "
+              f"{r['warmup_requests']} |")
+    print(f"| total | export_models | {result['total_seconds']:.2f} | "
+          f"{sum(r['size_mb'] for r in result['rows']):.2f} | | |")
+    print(f"\ntowers {result['towers_seconds']:.2f} s, rest {result['other_seconds']:.2f} s "
+          f"(restore, samples, serving files); training: "
+          + ", ".join(f"{k} {m['steps']} steps {m['train_seconds']:.0f} s{' (cached)' if m['reused'] else ''}"
+                      for k, m in result["models"].items()))
+
+
+# -- embed section -------------------------------------------------------------------
+def write_vocabularies(table, directory: pathlib.Path) -> None:
+    """Item and topic vocabulary files, so the item tower is built as `mer
+    export` builds it (`asset_vocabularies=True`: the ids are a SavedModel
+    asset, not a graph constant)."""
+    from trainer import features
+
+    files = {"items": directory / features.VOCAB_ITEMS, "topics": directory / features.VOCAB_TOPICS}
+    for key, words in (("items", table.ids), ("topics", table.topics)):
+        files[key].parent.mkdir(parents=True, exist_ok=True)
+        files[key].write_text("\n".join(words) + "\n")
+    table.vocab_files = {k: str(v) for k, v in files.items()}
+
+
+def _rate(seconds: float, items: int) -> dict:
+    return {"items": items, "seconds": seconds, "items_per_second": items / seconds}
+
+
+def embed_section(sizes: list[int], scratch: pathlib.Path, seed: int = 0) -> dict:
+    """`run_embed_items` on DirectRunner (multi-process and in-memory) per
+    size, against the in-process item tower."""
+    import shutil
+
+    import tensorflow as tf
+
+    from beam.embed_items import run_embed_items
+    from common import contract
+    from export.exporter import CATALOG, catalog_text, save_version
+    from export.serving_files import warmup_requests
+    from export.towers import ItemTower
+    from trainer.config import load_config
+    from trainer.model import build_model
+
+    name = contract.ITEM_MODEL[contract.IMPLICIT]
+    rows, models = [], []
+    for size in sizes:
+        work = scratch / f"embed-{size}"
+        if work.exists():
+            shutil.rmtree(work)
+        table = synthetic_item_table(size, seed)
+        table.train_count[1:] = np.maximum(table.train_count[1:], 1)  # every item in the corpus
+        write_vocabularies(table, work / "vocab")
+        model = build_model(load_config("synthetic-small").model, table, seed=seed, asset_vocabularies=True)
+        ids = np.asarray(table.ids, dtype=object)
+        model.item_embeddings(tf.constant(ids[:16]))  # builds the variables
+        start = time.perf_counter()
+        for lo in range(0, size, EMBED_BATCH):
+            model.item_embeddings(tf.constant(ids[lo:lo + EMBED_BATCH])).numpy()
+        rows.append({"items_total": size, "method": f"in-process model.item_embeddings ({EMBED_BATCH:,} a batch)",
+                     **_rate(time.perf_counter() - start, size)})
+        base = work / "base"
+        catalog = catalog_text(table)
+        warmup = warmup_requests(name, {contract.ITEM_IDS: ids[:64]})
+        saved = save_version(ItemTower(model), str(base), name, 1, warmup, {CATALOG: catalog})
+        models.append({"items": size, "save_seconds": saved["seconds"], "size_mb": _dir_mb(saved["path"]),
+                       "op_types": saved["op_types"]})
+        del model
+        signature = tf.saved_model.load(saved["path"]).signatures[contract.SIGNATURE]
+        signature(**{contract.ITEM_IDS: tf.constant(ids[:16].tolist())})
+        start = time.perf_counter()
+        for lo in range(0, size, BEAM_BATCH):
+            signature(**{contract.ITEM_IDS: tf.constant(ids[lo:lo + BEAM_BATCH].tolist())})
+        rows.append({"items_total": size, "method": f"in-process SavedModel signature ({BEAM_BATCH:,} a batch)",
+                     **_rate(time.perf_counter() - start, size)})
+        del signature, table, ids
+        for mode, args in EMBED_RUNNERS:
+            summary = run_embed_items(str(base), contract.IMPLICIT, beam_args=args)
+            rows.append({"items_total": size, "method": f"run_embed_items, DirectRunner {mode}",
+                         "beam_args": args, "output": summary["output"],
+                         **_rate(summary["seconds"], summary["items"])})
+    return {"rows": rows, "models": models,
+            "notes": ["item tower: trainer.model.build_model(synthetic-small model config, RANDOM INIT, "
+                      "asset vocabularies) over a synthetic item table, every item in the corpus; "
+                      "saved by export.exporter.save_version as item_implicit/1 with its catalog",
+                      "run_embed_items seconds = pipeline construction to output renamed (SDK worker "
+                      f"start-up, catalog read, RunInference in batches of <= {BEAM_BATCH:,}, "
+                      f"TFRecords in 4 shards)"]}
+
+
+def print_embed(result: dict) -> None:
+    print("\n## embed-items (" + "; ".join(result["notes"]) + ")\n")
+    print("| items | method | items embedded | seconds | items/s |")
+    print("|---|---|---|---|---|")
+    for r in result["rows"]:
+        print(f"| {r['items_total']:,} | {r['method']} | {r['items']:,} | {r['seconds']:.1f} | "
+              f"{r['items_per_second']:,.0f} |")
+    print()
+    for m in result["models"]:
+        print(f"item SavedModel at {m['items']:,} items: {m['size_mb']:.1f} MB, {m['op_types']} op types, "
+              f"saved in {m['save_seconds']:.1f} s")
 
 
 # -- index section -------------------------------------------------------------------
@@ -158,7 +383,7 @@ def index_section(sizes: list[int], quick: bool, seed: int = 0) -> dict:
         start = time.perf_counter()
         exact, _ = exact_search(emb, queries, K)
         exact_s = time.perf_counter() - start
-        exact_lat = _latency(lambda q: exact_search(emb, q, K), batch, warmup)
+        exact_lat = _latency(lambda q, emb=emb: exact_search(emb, q, K), batch, warmup)
         rows.append({"items": size, "method": "exact numpy (matmul+argpartition)", "kind": "exact",
                      "build_s": 0.0, "recall@100": 1.0, **exact_lat,
                      "recall_queries_s": exact_s, "config": {}})
@@ -222,7 +447,11 @@ def print_index(result: dict) -> None:
               f"; CPU p99 {'met by ' + ', '.join(bar['by_cpu']) if bar['met_cpu'] else 'NOT met'}")
 
 
-SECTIONS = {"index": (lambda args: index_section(args.sizes, args.quick, args.seed), print_index)}
+SECTIONS = {
+    "export": (lambda args: export_section(args.scratch, args.quick), print_export),
+    "embed": (lambda args: embed_section(args.sizes, args.scratch, args.seed), print_embed),
+    "index": (lambda args: index_section(args.sizes, args.quick, args.seed), print_index),
+}
 
 
 def main(argv=None) -> int:
@@ -232,16 +461,22 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer queries and requests (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/export.json")
+    parser.add_argument("--scratch", default="benchmarks/results/export-scratch",
+                        help="prepared world, trained models (both kept between runs), exports, embeddings")
     args = parser.parse_args(argv)
+    args.scratch = pathlib.Path(args.scratch)
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     sections = [s for s in args.sections.split(",") if s]
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         parser.error(f"--sections {unknown}: allowed {list(SECTIONS)}")
 
+    from common.logs import setup_logging
+
+    setup_logging()  # before TensorFlow loads: hides Beam's INFO lines and TF's C++ logs
     import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
 
-    command = "python -m benchmarks.export " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python -m benchmarks.export", *(sys.argv[1:] if argv is None else argv)])
     results = {"command": command, "quick": args.quick}
     for name in sections:
         run, show = SECTIONS[name]
