@@ -17,10 +17,7 @@ $(VENV)/.installed: setup.py
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/mer prepare --config synthetic-small --output_dir $(DEMO_DIR)/data
-	$(VENV)/bin/mer train --config synthetic-small --data_dir $(DEMO_DIR)/data --model_dir $(DEMO_DIR)/model \
-		--set train.epochs=3
-	$(VENV)/bin/mer evaluate --model_dir $(DEMO_DIR)/model
+	$(VENV)/bin/mer demo --run_dir $(DEMO_DIR)
 
 test: setup
 	$(PY) -m pytest -q

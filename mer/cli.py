@@ -17,10 +17,8 @@ STAGES = ("synthesize", "prepare", "train", "evaluate", "export", "embed-items",
 # Stages with their own argument parser (also runnable as `python -m <module>`).
 DELEGATED = {"train": "trainer.task", "evaluate": "trainer.evaluate", "export": "export.exporter",
              "embed-items": "beam.embed_items", "build-index": "export.build_index",
-             "serve": "serving.main:serve_main", "query": "serving.main:query_main"}
-NOT_YET = {
-    "demo": "the one-command demo issue (SPEC §2.4-2.5)",
-}
+             "serve": "serving.main:serve_main", "query": "serving.main:query_main", "demo": "mer.demo"}
+NOT_YET: dict[str, str] = {}
 
 
 def _parser() -> argparse.ArgumentParser:

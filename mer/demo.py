@@ -1,0 +1,185 @@
+"""`mer demo` / `make demo`: the whole flow on the built-in synthetic world.
+
+generate + prepare (Beam) -> train DCM (implicit) and CR (explicit) ->
+evaluate (SPEC §6) -> export (TF Serving SavedModels) -> item embeddings
+(Beam RunInference) + ScaNN indexes -> embedded model server + retrieval
+service (gRPC) -> real requests for a few eval users (merged candidates,
+printed) and served HR@K over eval records -> clean shutdown.
+
+Everything lands in one run directory; the same seed gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+
+log = logging.getLogger("mer.demo")
+
+
+class Stages:
+    """One progress line per stage, with elapsed time."""
+
+    def __init__(self):
+        self.started = time.time()
+        self.times: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        t = time.time()
+        log.info("[%s] ...", name)
+        out = fn(*args, **kwargs)
+        self.times[name] = round(time.time() - t, 1)
+        log.info("[%s] done in %.1f s (total %.0f s)", name, self.times[name], time.time() - self.started)
+        return out
+
+
+def eval_requests(data_dir: str, limit: int) -> list[dict]:
+    """Eval records as service requests: history, negatives, followed topics, target."""
+    from trainer import features
+    from trainer.data import build_dataset
+
+    out = []
+    for batch in build_dataset(f"{data_dir}/{features.EVAL_IMPLICIT}-*{features.TFRECORD_SUFFIX}", 512, 50,
+                               shuffle=False, drop_remainder=False):
+        cols = {k: v.numpy() for k, v in batch.items()}
+        for i in range(len(cols[features.TARGET_ITEM_ID])):
+            history = [x.decode() for x in cols[features.HISTORY_ITEM_IDS][i] if x]
+            out.append({"history": history,
+                        "negative": [bool(n) for n in cols[features.HISTORY_NEGATIVE][i][:len(history)]],
+                        "topics": [t.decode() for t in cols[features.FOLLOWED_TOPICS][i] if t],
+                        "target": cols[features.TARGET_ITEM_ID][i].decode(),
+                        "user": cols[features.USER_ID][i].decode()})
+        if len(out) >= limit:
+            break
+    return out[:limit]
+
+
+def served_hit_rates(client, requests: list[dict], ks=(20, 50, 100)) -> dict:
+    """HR@K of the served list, through the retrieval service, implicit only
+    (no topics sent) and implicit + explicit (followed topics sent)."""
+    import numpy as np
+
+    report = {}
+    for name, with_topics in (("implicit", False), ("implicit+explicit", True)):
+        hits = {k: [] for k in ks}
+        for r in requests:
+            if with_topics is False and not r["history"]:
+                continue
+            response = client.retrieve(r["history"], r["negative"], r["topics"] if with_topics else [],
+                                       budget=max(ks), seed=1)
+            ids = [c.item_id for c in response.candidates]
+            rank = ids.index(r["target"]) + 1 if r["target"] in ids else max(ks) + 1
+            for k in ks:
+                hits[k].append(rank <= k)
+        report[name] = {f"hr@{k}": float(np.mean(v)) for k, v in hits.items()} | {"records": len(hits[ks[0]])}
+    return report
+
+
+def show_user(client, request: dict, topic_of: dict, top: int = 10) -> None:
+    from collections import Counter
+
+    response = client.retrieve(request["history"], request["negative"], request["topics"], budget=100, seed=1)
+    interests = Counter(t for i in request["history"] for t in topic_of.get(i, []))
+    print(f"\nuser {request['user']}: {len(request['history'])} engagements, top history topics "
+          f"{', '.join(f'{t}({n})' for t, n in interests.most_common(4))}; follows {', '.join(request['topics']) or '-'}")
+    from serving.main import format_response
+
+    del response.candidates[top:]  # show the head of the merged list
+    print(format_response(response))
+
+
+def run(run_dir: str, epochs: int, steps: int, verbose: bool) -> dict:
+    from beam.run import run_prepare
+    from trainer import runtime
+    from trainer.config import load_config
+    from trainer.task import train
+
+    stages = Stages()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    data, dcm, cr, base = (f"{run_dir}/{n}" for n in ("data", "dcm", "cr", "export"))
+    beam_args = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+    manifest = stages.run("prepare (Beam)", run_prepare, load_config("synthetic-small"), data, beam_args)
+    log.info("prepared %s training / %s eval examples", manifest["counts"].get("examples/train/implicit"),
+             manifest["counts"].get("examples/eval/implicit"))
+    for kind, model_dir in (("dcm", dcm), ("cr", cr)):
+        cfg = load_config("synthetic-small", [f"model.kind={kind}", f"train.epochs={epochs}"]
+                          + ([f"train.steps_per_epoch={steps}"] if steps else []))
+        summary = stages.run(f"train {kind}", train, cfg, data, runtime.resolve(model_dir=model_dir, env={}),
+                             verbose=2 if verbose else 0)
+        log.info("%s: %d steps, best %s %.4f at epoch %s", kind, summary["optimizer_steps"], summary["monitor"],
+                 summary["best_validation"] or 0.0, summary["best_epoch"])
+    from trainer import evaluate
+
+    stages.run("evaluate (SPEC §6)", evaluate.main, ["--model_dir", dcm, "--explicit_model_dir", cr, "--ks",
+                                                     "20,50,100", "--served"])
+    from beam.embed_items import run_embed_items
+    from export.build_index import run_build_index
+    from export.exporter import export_models
+
+    stages.run("export", export_models, [dcm, cr], base)
+    for retriever in ("implicit", "explicit"):
+        stages.run(f"embed items {retriever} (Beam RunInference)", run_embed_items, base, retriever,
+                   beam_args=beam_args)
+        stages.run(f"index {retriever} (ScaNN)", run_build_index, base, retriever, data_dir=data)
+    return {"stages": stages, "data": data, "base": base}
+
+
+def serve_and_query(base: str, data: str, records: int, stages: Stages) -> dict:
+    from serving.client import RetrievalClient
+    from serving.model_server import ModelServer
+    from serving.retrieval_config import RetrievalConfig
+    from serving.retrieval_server import RetrievalServer
+
+    models = stages.run("start model server", lambda: ModelServer(base).start())
+    try:
+        models.wait_until_available(timeout=300)
+        service = stages.run("start retrieval service",
+                             lambda: RetrievalServer(RetrievalConfig(export_dir=base, model_server=models.address)).start())
+        try:
+            service.wait_until_serving(timeout=120)
+            requests = eval_requests(data, records)
+            topic_of = {}
+            for loaded in service.retriever.loaded.values():
+                topic_of.update(zip(loaded.index.item_ids, loaded.index.topics))
+            with RetrievalClient(service.address, timeout=30) as client:
+                shown = [r for r in requests if r["topics"] and len(r["history"]) >= 5][:3]
+                for request in shown:
+                    show_user(client, request, topic_of)
+                served = stages.run("served HR@K through the service", served_hit_rates, client, requests)
+        finally:
+            service.stop()
+    finally:
+        models.stop()
+    return served
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mer demo", description=__doc__.splitlines()[0])
+    p.add_argument("--run_dir", default="runs/demo", help="every artifact goes here (cleared first)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--steps", type=int, default=0, help="training steps per epoch (0 = one pass over the data)")
+    p.add_argument("--records", type=int, default=500, help="eval records sent through the service for served HR")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    from common.logs import setup_logging
+
+    setup_logging(args.verbose)
+    out = run(args.run_dir, args.epochs, args.steps, args.verbose)
+    served = serve_and_query(out["base"], out["data"], args.records, out["stages"])
+    print("\nserved HR@K through `mer serve` (eval records, budget 100, de-duplicated merged list):")
+    print(f"{'':<20}" + "".join(f"{k:>9}" for k in ("hr@20", "hr@50", "hr@100", "records")))
+    for name, row in served.items():
+        print(f"{name:<20}" + "".join(f"{row[k]:>9.4f}" for k in ("hr@20", "hr@50", "hr@100")) + f"{row['records']:>9}")
+    stages = out["stages"]
+    summary = {"served_hr": served, "stage_seconds": stages.times, "seconds": round(time.time() - stages.started, 1)}
+    with open(f"{args.run_dir}/demo.json", "w") as handle:
+        json.dump(summary, handle, indent=2)
+    log.info("demo finished in %.0f s; artifacts in %s", summary["seconds"], args.run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
