@@ -15,7 +15,6 @@ Per request (SPEC §2.5, paper §3.4):
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import logging
@@ -106,7 +105,6 @@ class Retriever:
         self.numbers = index_lib.ItemNumbers()
         self.loaded: dict[str, index_lib.LoadedIndex] = {}
         self._lock = threading.Lock()
-        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="towers")
 
     # -- indexes ---------------------------------------------------------------
     def refresh(self, available=None) -> list[str]:
