@@ -307,7 +307,19 @@ def _merge(parts: list[dict]) -> dict:
     return SumDict().extract_output(SumDict().merge_accumulators([collections.Counter(p) for p in parts]))
 
 
-def _write_manifest(_, output_dir, cfg_dict, cutoff, tables, paths, **parts):
+def shard_counts(num_shards: int) -> dict[str, int]:
+    """Output name -> how many shards this run writes of it.
+
+    Why in the manifest: readers take only this shard set (`trainer/data.py
+    match_files`), so shards a run with another count left behind are never
+    read with it.
+    """
+    counts = {name: num_shards for name in features.EXAMPLE_OUTPUTS}
+    counts[features.ITEM_TABLE] = max(1, num_shards // 4)
+    return counts
+
+
+def _write_manifest(_, output_dir, cfg_dict, cutoff, tables, paths, shards, **parts):
     """Merges the per-stage `stats_*` / `dead_*` dicts and writes manifest.json."""
     stats = _merge([v for k, v in sorted(parts.items()) if k.startswith("stats_")])
     dead = _merge([v for k, v in sorted(parts.items()) if k.startswith("dead_")])
@@ -319,7 +331,9 @@ def _write_manifest(_, output_dir, cfg_dict, cutoff, tables, paths, **parts):
         "balance": _balance(stats, dead),
         "tables": tables,
         "inputs": paths,
-        "outputs": {name: f"{name}-*{features.TFRECORD_SUFFIX}" for name in features.EXAMPLE_OUTPUTS},
+        "outputs": {name: f"{name}-*-of-{shards[name]:05d}{features.TFRECORD_SUFFIX}"
+                    for name in features.EXAMPLE_OUTPUTS},
+        "shards": shards,
         "config": cfg_dict,
     }
     write_text(FileSystems.join(output_dir, features.MANIFEST), json.dumps(manifest, indent=2) + "\n")
@@ -453,7 +467,7 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
     ).with_outputs(STATS, TRAIN_COUNTS, main="none")
     train_counts = beam.pvalue.AsDict(written[TRAIN_COUNTS] | "SumCounts" >> beam.CombinePerKey(sum))
 
-    item_shards = max(1, num_shards // 4)
+    item_shards = shard_counts(num_shards)[features.ITEM_TABLE]
     item_stats = (
         items.items
         | "ShardItems" >> beam.Map(lambda it, n: (stable_shard(it.item_id, n), it), item_shards)
@@ -476,6 +490,6 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
                   for label, pc in stage_stats.items()})
     manifest = pipeline | "ManifestSeed" >> beam.Create([None]) | "WriteManifest" >> beam.Map(
         _write_manifest, output_dir, config_to_dict(cfg), beam.pvalue.AsSingleton(cutoff),
-        beam.pvalue.AsSingleton(tables), paths, **parts,
+        beam.pvalue.AsSingleton(tables), paths, shard_counts(num_shards), **parts,
     )
     return {"manifest": manifest, "dead": dead, "cutoff": cutoff}

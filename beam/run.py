@@ -22,6 +22,42 @@ from trainer import features
 from trainer.config import MerConfig, dump_config
 
 
+# What each stage writes at the top of its output directory: names (files or
+# directories; `<name>.tmp-*` are interrupted writes) and, ending in `-`, prefixes.
+STAGE_OUTPUTS = {
+    "synthesize": ("events-", "follows-", "items-", "truth-", "world.json"),
+    "prepare": tuple(sorted({name.split("/")[0] for name in (
+        *features.EXAMPLE_OUTPUTS, features.ITEM_TABLE, features.ITEM_COUNTS, features.VOCAB_ITEMS,
+        features.CORPUS, features.DEAD_LETTER_DIR, features.MANIFEST, features.RESOLVED_CONFIG, "raw")})),
+}
+
+
+def previous_outputs(output_dir: str, stage: str, keep: str | None = None) -> list[str]:
+    """Files an earlier run of `stage` left in `output_dir` (any Beam filesystem).
+
+    Why: a second run into the same directory with another shard count leaves
+    the first run's shards next to its own, and readers would take both.
+    Files of anything else (another run nested below, the user's raw input)
+    are not the stage's and are never listed.
+
+    Args:
+      keep: a directory inside `output_dir` that is input, not output
+        (`mer prepare --raw_dir`); its files are never listed.
+    """
+    def local(path: str) -> str:
+        return path if "://" in path else os.path.abspath(path)
+
+    def owned(head: str) -> bool:
+        return any(head == name or head.startswith(name if name.endswith("-") else f"{name}.tmp-")
+                   for name in STAGE_OUTPUTS[stage])
+
+    base = local(output_dir).rstrip("/") + "/"
+    keep = local(keep).rstrip("/") + "/" if keep else None
+    found = FileSystems.match([base + "**"])[0].metadata_list
+    return sorted(m.path for m in found
+                  if owned(m.path[len(base):].split("/")[0]) and not (keep and m.path.startswith(keep)))
+
+
 def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:
     """Standard Beam options; local multi-process DirectRunner by default."""
     args = list(beam_args or [])
@@ -54,13 +90,14 @@ def run_prepare(cfg: MerConfig, output_dir: str, beam_args: list[str] | None = N
     if cfg.data.source.format == "synthetic" and raw_dir is None:
         raw_dir = FileSystems.join(output_dir, "raw")
         generate_synthetic(cfg, raw_dir, beam_args)
-    write_text(FileSystems.join(output_dir, features.RESOLVED_CONFIG), dump_config(cfg))
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         prepare.build_pipeline(p, cfg, output_dir, raw_dir)
     manifest = read_manifest(output_dir)
     broken = {k: v for k, v in manifest["balance"].items() if not v["ok"]}
     if broken:
         raise RuntimeError(f"prepare: rows in != kept + dead letter: {broken}")
+    # Last: a config.yaml only ever sits next to the outputs it produced.
+    write_text(FileSystems.join(output_dir, features.RESOLVED_CONFIG), dump_config(cfg))
     return manifest
 
 

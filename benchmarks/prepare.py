@@ -42,8 +42,9 @@ def run(size: int, workdir: pathlib.Path) -> dict:
 
     gen = {"seconds": None}
     if not (raw / "world.json").exists():  # a kept --workdir reuses its world
-        gen = run_measured(mer("synthesize", raw), stdout=subprocess.DEVNULL)
-    prep = run_measured(mer("prepare", out, "--raw_dir", str(raw)), check=False, stdout=subprocess.DEVNULL)
+        gen = run_measured(mer("synthesize", raw, "--overwrite"), stdout=subprocess.DEVNULL)
+    prep = run_measured(mer("prepare", out, "--raw_dir", str(raw), "--overwrite"), check=False,
+                        stdout=subprocess.DEVNULL)
     manifest = json.loads((out / "manifest.json").read_text())
     if prep.get("error"):
         return {"target_events": size, "error": prep["error"], "manifest_balance": manifest.get("balance"),

@@ -1,8 +1,9 @@
 """`mer <stage>`: one command per pipeline stage.
 
 Flags are parsed only here; every stage is a pure factory underneath.
-Arguments after `--` (or unknown `--flags`) go to Apache Beam as pipeline
-options.
+Arguments after `--` go to Apache Beam as pipeline options; any other flag
+the stage does not know is an error, so a typo (`--confg`) cannot silently
+run the default preset.
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ def _parser() -> argparse.ArgumentParser:
     synth = sub.add_parser("synthesize", help="Beam: write the synthetic world's raw files")
     prep = sub.add_parser("prepare", help="Beam: raw logs -> TFRecords, item table, vocabularies")
     for command in (synth, prep):
-        command.add_argument("--config", default="synthetic-small", help="preset name or YAML path")
+        command.add_argument("--config", default="synthetic-small", help="preset name or YAML/JSON path")
         command.add_argument("--output_dir", required=True, help="artifact directory (local or gs://...)")
         command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                              help="config override, e.g. data.history_length=20 (repeatable)")
+        command.add_argument("--overwrite", action="store_true",
+                             help="replace an earlier run's outputs in --output_dir (refused otherwise)")
+        command.set_defaults(command=command)
+        command.epilog = "Arguments after `--` are Beam pipeline options (e.g. -- --runner=DataflowRunner)."
     prep.add_argument("--raw_dir", default=None,
                       help="synthetic source: use already generated raw files instead of generating")
     for stage, module in DELEGATED.items():
@@ -38,6 +43,25 @@ def _parser() -> argparse.ArgumentParser:
     for stage in NOT_YET:
         sub.add_parser(stage, help=f"not available yet: {NOT_YET[stage]}")
     return parser
+
+
+def _claim_output_dir(args: argparse.Namespace) -> None:
+    """Refuses an output directory holding an earlier run; `--overwrite` deletes that run first.
+
+    Raises:
+      FileExistsError: earlier outputs and no `--overwrite`.
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    from beam.run import previous_outputs
+
+    existing = previous_outputs(args.output_dir, args.stage, keep=getattr(args, "raw_dir", None))
+    if existing and not args.overwrite:
+        raise FileExistsError(f"output directory {args.output_dir} already holds a `mer {args.stage}` run "
+                              f"({len(existing)} files, e.g. {existing[0]}); pass --overwrite to replace it "
+                              "or choose another directory")
+    if existing:
+        FileSystems.delete(existing)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,17 +80,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mer {args.stage}: this stage does not exist yet; it arrives with {NOT_YET[args.stage]}.",
               file=sys.stderr)
         return 2
+    if unknown:
+        args.command.error(f"unrecognized arguments: {' '.join(unknown)} (Beam pipeline options go after `--`)")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     from beam.run import generate_synthetic, run_prepare
     from trainer.config import load_config
 
-    cfg = load_config(args.config, args.set)
+    try:
+        cfg = load_config(args.config, args.set)
+        _claim_output_dir(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"mer {args.stage}: error: {err}", file=sys.stderr)
+        return 2
     if args.stage == "synthesize":
-        seconds = generate_synthetic(cfg, args.output_dir, beam_args + unknown)
+        seconds = generate_synthetic(cfg, args.output_dir, beam_args)
         print(json.dumps({"raw_dir": args.output_dir, "seconds": round(seconds, 1)}))
         return 0
-    manifest = run_prepare(cfg, args.output_dir, beam_args + unknown, raw_dir=args.raw_dir)
+    manifest = run_prepare(cfg, args.output_dir, beam_args, raw_dir=args.raw_dir)
     summary = {k: manifest["counts"].get(f"examples/{k}", 0) for k in
                ("train/implicit", "train/explicit", "eval/implicit", "eval/explicit")}
     print(json.dumps({"output_dir": args.output_dir, "cutoff": manifest["cutoff"],

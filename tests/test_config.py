@@ -1,8 +1,10 @@
+import json
 import re
 
 import pytest
 
-from trainer.config import CONFIG_DIR, dump_config, load_config
+from trainer.config import (_RANGES, CONFIG_DIR, MerConfig, _leaves, config_to_dict, dump_config,
+                            load_config, validate)
 
 
 @pytest.mark.parametrize("preset", ["synthetic-small", "movielens-small", "ml-100k", "paper"])
@@ -42,3 +44,85 @@ def test_bad_overrides_name_key_and_allowed(override, message):
 def test_unknown_preset_lists_presets():
     with pytest.raises(FileNotFoundError, match="presets:"):
         load_config("nope")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.history_length=-3", "data.history_length=-3: expected >= 1"),
+        ("data.min_history=0", "data.min_history=0: expected >= 1"),
+        ("data.num_shards=0", "data.num_shards=0: expected >= 1"),
+        ("data.synthetic.num_shards=0", "data.synthetic.num_shards=0: expected >= 1"),
+        ("data.synthetic.num_users=0", "data.synthetic.num_users=0: expected >= 1"),
+        ("data.synthetic.explicit_share=1.5", "data.synthetic.explicit_share=1.5: expected in [0, 1]"),
+        ("data.split.quantile=1.5", "data.split.quantile=1.5: expected in (0, 1)"),
+        ("data.split.quantile=0", "data.split.quantile=0.0: expected in (0, 1)"),
+        ("data.follow_min_share=-0.1", "data.follow_min_share=-0.1: expected in [0, 1]"),
+        ("data.source.item_vector_dim=-1", "data.source.item_vector_dim=-1: expected >= 0"),
+        ("train.batch_size=0", "train.batch_size=0: expected >= 1"),
+        ("train.epochs=0", "train.epochs=0: expected >= 1"),
+        ("train.learning_rate=-0.1", "train.learning_rate=-0.1: expected >= 0"),
+        ("train.learning_rate=.inf", "train.learning_rate=inf: expected >= 0"),
+        ("train.validation_fraction=1", "train.validation_fraction=1.0: expected in [0, 1)"),
+        ("train.steps_per_epoch=-1", "train.steps_per_epoch=-1: expected >= 0"),
+        ("model.num_interests=0", "model.num_interests=0: expected >= 1"),
+        ("model.temperature=0", "model.temperature=0.0: expected > 0"),
+        ("model.temperature=.nan", "model.temperature=nan: expected > 0"),
+        ("model.frequency_alpha=0", "model.frequency_alpha=0.0: expected in (0, 1]"),
+        ("model.dhen.transformer_heads=0", "model.dhen.transformer_heads=0: expected >= 1"),
+        ("model.kind=dnn", "'dnn' is not one of ['single', 'dcm', 'mind', 'sa', 'tokens', 'pfs', 'cr']"),
+        ("model.association=soft", "'soft' is not one of ['argmax', 'gumbel']"),
+        ("model.init=zeros", "'zeros' is not one of ['va_fpi', 'fpi', 'gaussian']"),
+        ("data.split.timestamp=0", "data.split.timestamp=0: data.split.mode=timestamp needs the cutoff"),
+        ("data.split.timestamp=100", "data.split.timestamp=100: outside the synthetic world"),
+    ],
+)
+def test_out_of_range_values_name_key_value_and_allowed(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config("synthetic-small", [override])
+
+
+def test_timestamp_split_without_a_timestamp_is_an_error():
+    with pytest.raises(ValueError, match=re.escape("data.split.timestamp=0: data.split.mode=timestamp needs")):
+        load_config(None, ["data.split.mode=timestamp"])
+
+
+def test_validate_checks_a_config_built_in_code():
+    cfg = load_config("synthetic-small")
+    cfg.model.routing_gradient = "some"
+    cfg.train.seed = -1
+    with pytest.raises(ValueError, match=re.escape("model.routing_gradient='some': expected one of ['last', 'all']; "
+                                                   "train.seed=-1: expected >= 0")):
+        validate(cfg)
+
+
+def test_every_numeric_key_has_a_range():
+    numeric = {key for key, value in _leaves(MerConfig()).items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    assert numeric == set(_RANGES)
+
+
+def test_json_config_equals_yaml(tmp_path):
+    cfg = load_config("synthetic-small", ["data.history_length=9"])
+    (tmp_path / "c.json").write_text(json.dumps(config_to_dict(cfg)))
+    assert load_config(str(tmp_path / "c.json")) == cfg
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("bad.json", '{"data": ', "config file {path}: not valid JSON: Expecting value"),
+    ("bad.yaml", "data: [1,", "config file {path}: not valid YAML: "),
+    ("list.json", "[1, 2]", "config <root>: expected a mapping"),
+    ("c.txt", "{}", "config file {path}: unknown extension '.txt'; allowed: .yaml .yml .json"),
+])
+def test_malformed_config_files_are_one_line_errors(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        load_config(str(path))
+    assert message.format(path=path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["missing.yaml", "missing.json", "conf/missing"])
+def test_missing_config_file_is_named(tmp_path, name):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"config file not found: {tmp_path / name}")):
+        load_config(str(tmp_path / name))

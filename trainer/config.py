@@ -8,6 +8,8 @@ traced to exactly what produced it.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import pathlib
 import typing
 from typing import Any
@@ -292,10 +294,182 @@ def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def resolve_config_path(name_or_path: str) -> pathlib.Path:
-    """Maps a preset name (`synthetic-small`) or a path to a YAML file."""
+def _at_least(low: int) -> tuple:
+    return (lambda v: v >= low), f">= {low}"
+
+
+_POSITIVE = ((lambda v: v > 0), "> 0")
+_FRACTION = ((lambda v: 0 < v < 1), "in (0, 1)")
+_SHARE = ((lambda v: 0 <= v <= 1), "in [0, 1]")
+
+# Every numeric key and what it may hold (test_config checks none is missing):
+# out-of-range values otherwise fail late, deep in Beam or Keras, or worse,
+# run and produce nothing (a negative history length trains on empty histories).
+_RANGES: dict[str, tuple] = {
+    "data.source.item_vector_dim": _at_least(0),
+    "data.synthetic.seed": _at_least(0),
+    "data.synthetic.num_users": _at_least(1),
+    "data.synthetic.num_items": _at_least(1),
+    "data.synthetic.num_topics": _at_least(1),
+    "data.synthetic.content_dim": _at_least(1),
+    "data.synthetic.days": _at_least(1),
+    "data.synthetic.start_timestamp": _at_least(0),
+    "data.synthetic.events_per_day_core": _at_least(0),
+    "data.synthetic.events_per_day_casual": _at_least(0),
+    "data.synthetic.events_per_day_new": _at_least(0),
+    "data.synthetic.explicit_share": _SHARE,
+    "data.synthetic.negative_share": _SHARE,
+    "data.synthetic.missing_feature_share": _SHARE,
+    "data.synthetic.num_shards": _at_least(1),
+    "data.split.quantile": _FRACTION,
+    "data.split.timestamp": _at_least(0),
+    "data.history_length": _at_least(1),
+    "data.min_history": _at_least(1),
+    "data.negative_rating_max": ((lambda v: True), "a finite number"),
+    "data.follow_min_share": _SHARE,
+    "data.max_follows": _at_least(1),
+    "data.num_shards": _at_least(1),
+    "model.embedding_dim": _at_least(1),
+    "model.item_id_dim": _at_least(1),
+    "model.topic_dim": _at_least(1),
+    "model.categorical_dim": _at_least(1),
+    "model.summarizer_hidden": _at_least(1),
+    "model.item_dim": _at_least(1),
+    "model.num_interests": _at_least(1),
+    "model.num_explicit": _at_least(1),
+    "model.routing_iterations": _at_least(1),
+    "model.gumbel_temperature": _POSITIVE,
+    "model.attention_dim": _at_least(1),
+    "model.pfs_concepts": _at_least(1),
+    "model.temperature": _POSITIVE,
+    "model.frequency_buckets": _at_least(1),
+    "model.frequency_alpha": ((lambda v: 0 < v <= 1), "in (0, 1]"),
+    "model.max_item_topics": _at_least(1),
+    "model.dhen.field_dim": _at_least(1),
+    "model.dhen.transformer_layers": _at_least(1),
+    "model.dhen.transformer_heads": _at_least(1),
+    "model.dhen.transformer_ff_dim": _at_least(1),
+    "model.dhen.mlp1_hidden": _at_least(1),
+    "model.dhen.masknet_blocks": _at_least(1),
+    "model.dhen.masknet_hidden": _at_least(1),
+    "model.dhen.masknet_projection_ratio": _POSITIVE,
+    "model.dhen.mlp2_hidden": _at_least(1),
+    "model.dhen.output_dim": _at_least(1),
+    "train.batch_size": _at_least(1),
+    "train.learning_rate": _at_least(0),  # 0 freezes the weights (used by the resume tests)
+    "train.epochs": _at_least(1),
+    "train.steps_per_epoch": _at_least(0),
+    "train.validation_fraction": ((lambda v: 0 <= v < 1), "in [0, 1)"),
+    "train.validation_k": _at_least(1),
+    "train.validation_max_records": _at_least(1),
+    "train.early_stopping_patience": _at_least(0),
+    "train.checkpoint_every_steps": _at_least(1),
+    "train.log_every_steps": _at_least(1),
+    "train.seed": _at_least(0),
+}
+_DAY = 86_400
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """`{dotted key: value}` of every leaf of a config dataclass."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(node):
+        value = getattr(node, field.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_leaves(value, f"{prefix}{field.name}."))
+        else:
+            out[prefix + field.name] = value
+    return out
+
+
+def validate(cfg: MerConfig) -> MerConfig:
+    """Checks every value of a resolved config, and the settings that contradict each other.
+
+    Why up front: a bad value otherwise runs anyway (a timestamp split with no
+    timestamp trains on nothing and exits 0) or ends in a traceback deep in
+    Beam or Keras.
+
+    Returns:
+      `cfg`, unchanged.
+
+    Raises:
+      ValueError: one line naming each bad key, its value and what is allowed.
+    """
+    values = _leaves(cfg)
+    problems = []
+    for key, value in values.items():
+        allowed = _CHOICES.get(tuple(key.split(".")))
+        if allowed:
+            bad = [v for v in (value if isinstance(value, list) else [value]) if v not in allowed]
+            if bad:
+                problems.append(f"{key}={value!r}: expected one of {list(allowed)}")
+        rule = _RANGES.get(key)
+        if rule is None:
+            continue
+        ok, text = rule
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{key}={value!r}: expected a number {text}")
+        elif not math.isfinite(value) or not ok(value):
+            problems.append(f"{key}={value!r}: expected {text}")
+    split, synthetic = cfg.data.split, cfg.data.synthetic
+    if split.mode == "timestamp" and split.timestamp <= 0:
+        problems.append(f"data.split.timestamp={split.timestamp}: data.split.mode=timestamp needs the cutoff "
+                        "(unix seconds > 0), or use data.split.mode=quantile")
+    elif (split.mode == "timestamp" and cfg.data.source.format == "synthetic" and synthetic.days >= 1
+          and not synthetic.start_timestamp < split.timestamp < synthetic.start_timestamp + synthetic.days * _DAY):
+        end = synthetic.start_timestamp + synthetic.days * _DAY
+        problems.append(f"data.split.timestamp={split.timestamp}: outside the synthetic world "
+                        f"({synthetic.start_timestamp} .. {end}, data.synthetic.start_timestamp + days), "
+                        "so the train or the eval split would be empty")
+    if problems:
+        raise ValueError("config " + "; ".join(problems))
+    return cfg
+
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _config_file(name_or_path: str) -> pathlib.Path | None:
+    """The file a path-like `--config` names; None for a preset name.
+
+    Raises:
+      FileNotFoundError: it looks like a path (a suffix or a directory part)
+        and no such file exists.
+      ValueError: the file's extension is not YAML or JSON.
+    """
     path = pathlib.Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.exists():
+    if path.suffix not in CONFIG_SUFFIXES and len(path.parts) < 2:
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {name_or_path}")
+    if path.suffix not in CONFIG_SUFFIXES:
+        raise ValueError(f"config file {name_or_path}: unknown extension {path.suffix!r}; allowed: "
+                         f"{' '.join(CONFIG_SUFFIXES)}")
+    return path
+
+
+def _read_config_file(path: pathlib.Path) -> dict[str, Any]:
+    """A YAML or JSON config file as a dict; a syntax error is one line naming the file."""
+    text = path.read_text()
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ValueError(f"config file {path}: not valid {kind}: {' '.join(str(err).split())}") from None
+    return raw or {}
+
+
+def _override_value(key: str, value: str) -> Any:
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ValueError(f"override {key}={value}: not a YAML value: {' '.join(str(err).split())}") from None
+
+
+def resolve_config_path(name_or_path: str) -> pathlib.Path:
+    """Maps a preset name (`synthetic-small`) or a path to a YAML or JSON file."""
+    path = _config_file(name_or_path)
+    if path is not None:
         return path
     preset = CONFIG_DIR / f"{name_or_path}.yaml"
     if preset.exists():
@@ -308,25 +482,27 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
     """Loads a preset/YAML file and applies `section.key=value` overrides.
 
     Args:
-      name_or_path: preset name from `configs/` or a YAML path; None = defaults.
+      name_or_path: preset name from `configs/` or a YAML/JSON path; None = defaults.
       overrides: e.g. `["data.history_length=20"]`; values are parsed as YAML.
 
     Returns:
       The resolved `MerConfig`.
 
     Raises:
-      ValueError: unknown key, wrong type or a value outside the allowed set.
+      FileNotFoundError: no such config file or preset.
+      ValueError: unknown key, wrong type, a value outside the allowed set or
+        range, contradictory settings (see `validate`), or a malformed file.
     """
     raw: dict[str, Any] = {}
     if name_or_path:
         path = resolve_config_path(name_or_path)
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _read_config_file(path)
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected section.key=value")
         key, value = item.split("=", 1)
-        _set_path(raw, key.strip(), yaml.safe_load(value))
-    return _build(MerConfig, raw, ())
+        _set_path(raw, key.strip(), _override_value(key.strip(), value))
+    return validate(_build(MerConfig, raw, ()))
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

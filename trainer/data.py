@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+
 import numpy as np
 
 from trainer import features
@@ -36,16 +40,81 @@ def _in_time_range(time_range: tuple[int, int]):
     return keep
 
 
-def match_files(pattern: str) -> list[str]:
-    """Sorted files of a glob (local or any gfile URI).
+# `<name>-00003-of-00016<suffix>`, as beam/shard_writer.py names shards.
+_SHARD = re.compile(r"^(?P<name>.+)-\d{5}-of-(?P<count>\d{5})(?P<suffix>\.[^/]*)?$")
+_MANIFEST_LEVELS = 3  # data_dir/train/implicit-*: the manifest sits one or two levels up
+
+
+def _manifest_shards(name: str, cache: dict) -> tuple[str, int] | None:
+    """`(manifest path, shard count)` the nearest manifest.json above `name` gives it, if any."""
+    parent = name
+    for _ in range(_MANIFEST_LEVELS):
+        parent = os.path.dirname(parent.rstrip("/"))
+        if parent in ("", "/", ".") or ("://" in name and "://" not in parent):
+            return None
+        path = f"{parent}/{features.MANIFEST}"
+        if path not in cache:
+            cache[path] = None
+            if tf.io.gfile.exists(path):
+                with tf.io.gfile.GFile(path) as handle:
+                    cache[path] = json.load(handle).get("shards", {})
+        shards = cache[path]
+        if shards is not None:
+            count = shards.get(name[len(parent) + 1:])
+            return None if count is None else (path, int(count))
+    return None
+
+
+def one_shard_set(pattern: str, files: list[str]) -> list[str]:
+    """Keeps, per sharded output, only the shard set its manifest names.
+
+    Why: a directory can hold shards of two runs (`-of-00004` left next to
+    `-of-00002`); reading both silently doubles the data. Files that are not
+    `-NNNNN-of-NNNNN` shards pass through.
 
     Raises:
-      FileNotFoundError: the pattern matches no file.
+      FileNotFoundError: the manifest names a shard count none of the files has.
+      ValueError: no manifest names the output and the files mix shard counts.
+    """
+    sets: dict[str, dict[int, list[str]]] = {}
+    kept = []
+    for path in files:
+        match = _SHARD.match(path)
+        if match is None:
+            kept.append(path)
+            continue
+        name = match["name"]
+        sets.setdefault(name, {}).setdefault(int(match["count"]), []).append(path)
+    cache: dict = {}
+    for name, by_count in sets.items():
+        named = _manifest_shards(name, cache)
+        if named is not None:
+            manifest, count = named
+            if count not in by_count:
+                found = ", ".join(f"-of-{c:05d}" for c in sorted(by_count))
+                raise FileNotFoundError(f"{pattern}: {manifest} names {name}-*-of-{count:05d}; found only {found}")
+            kept += by_count[count]
+        elif len(by_count) > 1:
+            found = ", ".join(f"-of-{c:05d}" for c in sorted(by_count))
+            raise ValueError(f"{pattern}: {name} mixes shard sets of two runs ({found}) and no manifest.json "
+                             "says which is current; prepare again into an empty directory (--overwrite)")
+        else:
+            kept += next(iter(by_count.values()))
+    return sorted(kept)
+
+
+def match_files(pattern: str) -> list[str]:
+    """Sorted files of a glob (local or any gfile URI), one shard set per output.
+
+    Raises:
+      FileNotFoundError: the pattern matches no file, or not the shard set
+        the manifest names.
+      ValueError: the files mix shard sets and no manifest says which to read.
     """
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"training data: pattern {pattern!r} matched no TFRecord files")
-    return files
+    return one_shard_set(pattern, files)
 
 
 def target_timestamps(pattern: str) -> np.ndarray:

@@ -53,7 +53,7 @@ FOLLOWS = "user_id,topic\nu1,t1\nu1,t1\nu2,t3\n"  # line 3: duplicate_follow
 
 
 @pytest.fixture
-def generic_input(tmp_path):
+def generic_overrides(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "items.csv").write_text(ITEMS)
@@ -61,21 +61,22 @@ def generic_input(tmp_path):
     (raw / "events-b.jsonl").write_text(EVENTS_JSONL)
     (raw / "events-c.csv").write_bytes(b"")  # empty file
     (raw / "follows.csv").write_text(FOLLOWS)
-    cfg = load_config(
-        None,
-        [
-            "data.source.format=generic",
-            f"data.source.events={raw}/events-*",
-            f"data.source.items={raw}/items.csv",
-            f"data.source.follows={raw}/follows.csv",
-            "data.source.item_vector_dim=2",
-            "data.source.item_categorical_columns=[format]",
-            "data.split.mode=timestamp",
-            "data.split.timestamp=300",
-            "data.num_shards=3",
-        ],
-    )
-    return cfg, raw, tmp_path / "out"
+    return [
+        "data.source.format=generic",
+        f"data.source.events={raw}/events-*",
+        f"data.source.items={raw}/items.csv",
+        f"data.source.follows={raw}/follows.csv",
+        "data.source.item_vector_dim=2",
+        "data.source.item_categorical_columns=[format]",
+        "data.split.mode=timestamp",
+        "data.split.timestamp=300",
+        "data.num_shards=3",
+    ]
+
+
+@pytest.fixture
+def generic_input(tmp_path, generic_overrides):
+    return load_config(None, generic_overrides), tmp_path / "raw", tmp_path / "out"
 
 
 def _dead_key(d):
@@ -178,3 +179,63 @@ def test_missing_required_input_is_a_clear_error(tmp_path):
                              f"data.source.items={tmp_path}/items.csv"])
     with pytest.raises(FileNotFoundError, match="data.source.events: pattern .*nope-\\*.csv.* matched no files"):
         prepare.source_inputs(cfg)
+
+
+IN_MEMORY = ["--", "--runner=DirectRunner", "--direct_running_mode=in_memory"]
+
+
+def _shard_counts(directory):
+    return sorted({p.name.rsplit("-of-", 1)[1] for p in directory.glob("*-of-*")})
+
+
+def test_prepare_twice_into_one_directory_needs_overwrite(tmp_path, generic_overrides, capsys):
+    from mer import cli
+    from trainer.data import target_timestamps
+
+    config = tmp_path / "tiny.json"  # a JSON config file, overridden by --set
+    config.write_text(json.dumps({"name": "tiny", "data": {"history_length": 10}}))
+    out = tmp_path / "out"
+
+    def prepare(num_shards, *extra):
+        sets = [arg for o in [*generic_overrides, f"data.num_shards={num_shards}"] for arg in ("--set", o)]
+        return cli.main(["prepare", "--config", str(config), "--output_dir", str(out), *sets, *extra, *IN_MEMORY])
+
+    assert prepare(4) == 0
+    capsys.readouterr()
+    assert prepare(2) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mer prepare: error: output directory {out} already holds") and "--overwrite" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert _shard_counts(out / "train") == ["00004.tfrecord"]  # the first run is untouched
+    assert prepare(2, "--overwrite") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["shards"]["train/implicit"] == 2 and manifest["config"]["data"]["history_length"] == 10
+    for directory, name in (("train", "train/implicit"), ("eval", "eval/implicit"), ("items", "items/items")):
+        assert _shard_counts(out / directory) == [f"{manifest['shards'][name]:05d}.tfrecord"], directory
+    assert load_config(str(out / "config.yaml")).data.num_shards == 2
+    assert len(target_timestamps(f"{out}/train/implicit-*")) == manifest["counts"]["examples/train/implicit"] == 4
+
+
+def test_readers_take_only_the_shard_set_the_manifest_names(generic_input):
+    import shutil
+
+    from trainer.data import match_files, target_timestamps
+
+    cfg, raw, out = generic_input
+    with TestPipeline() as p:
+        prepare.build_pipeline(p, cfg, str(out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["shards"] == {"train/implicit": 3, "train/explicit": 3, "eval/implicit": 3,
+                                  "eval/explicit": 3, "items/items": 1}
+    ours = match_files(f"{out}/train/implicit-*")
+    for path in ours:  # a stray set of another run: the same records again, under -of-00005
+        shutil.copy(path, path.replace("-of-00003", "-of-00005"))
+    assert match_files(f"{out}/train/implicit-*") == ours
+    assert len(target_timestamps(f"{out}/train/implicit-*")) == manifest["counts"]["examples/train/implicit"] == 4
+    # Without a manifest naming the set, mixed sets are an error, not double the data.
+    (out / "manifest.json").unlink()
+    with pytest.raises(ValueError, match=r"train/implicit mixes shard sets of two runs \(-of-00003, -of-00005\)"):
+        match_files(f"{out}/train/implicit-*")
+    (out / "manifest.json").write_text(json.dumps({**manifest, "shards": {"train/implicit": 7}}))
+    with pytest.raises(FileNotFoundError, match="names .*train/implicit-\\*-of-00007; found only -of-00003, -of-00005"):
+        match_files(f"{out}/train/implicit-*")
