@@ -6,22 +6,36 @@ INSTALL_REQUIRES = [
     "tensorflow==2.20.*",
     "tf-keras==2.20.*",
     "tensorflow-recommenders==0.7.7",
+    # The export's models.config / warmup records and the serving protocol
+    # (pure-Python protos; the training job exports on Vertex, so it stays core).
     "tensorflow-serving-api==2.20.*",
     "tensorflow-hub==0.16.1",
-    "scann==1.4.2",
     "apache-beam==2.77.*",
     "google-crc32c",
     "grpcio",
-    # The retrieval service: the standard health service, Prometheus
-    # metrics. 1.80 keeps protobuf < 7, which TensorFlow 2.20 and Beam 2.77 need.
-    "grpcio-health-checking==1.80.*",
-    "prometheus-client",
     "numpy",
     "pyarrow",
     "pyyaml",
 ]
 
 BENCH = ["implicit==0.7.2", "scipy"]
+# `mer build-index` / `mer serve`: ScaNN, the standard gRPC health service,
+# Prometheus metrics (imported lazily through common/extras.py, which names
+# this extra when one is missing). 1.80 keeps protobuf < 7, which TensorFlow
+# 2.20 and Beam 2.77 need.
+SERVING = ["scann==1.4.2", "grpcio-health-checking==1.80.*", "prometheus-client"]
+EXTRAS = {
+    "serving": SERVING,
+    # Dataflow runner and GCS/BigQuery IO for `mer prepare` / `mer embed-items`.
+    # gs:// paths in TensorFlow need nothing more: TF 2.20 registers the gs
+    # filesystem itself (tf.io.gfile.get_registered_schemes()).
+    "gcp": ["apache-beam[gcp]==2.77.*"],
+    # Kubeflow Pipelines SDK (deploy/); the TFJob spec itself needs nothing.
+    "kubeflow": ["kfp>=2,<3"],
+    # bench: reference baselines of benchmarks/quality.py (ALS, co-occurrence).
+    "bench": BENCH,
+    "test": ["pytest", "pytest-timeout", "grpcio-tools==1.80.*", *SERVING, *BENCH],
+}
 
 setup(
     name="mer",
@@ -30,8 +44,8 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["common*", "trainer*", "serving*", "beam*", "export*", "mer*"]),
     install_requires=INSTALL_REQUIRES,
-    package_data={"serving": ["protos/*.proto"]},
-    # bench: reference baselines of benchmarks/quality.py (ALS, co-occurrence).
-    extras_require={"bench": BENCH, "test": ["pytest", "pytest-timeout", "grpcio-tools==1.80.*", *BENCH]},
+    # The config presets ship with the package (`--config paper` from a wheel).
+    package_data={"serving": ["protos/*.proto"], "trainer": ["configs/*.yaml"]},
+    extras_require=EXTRAS,
     entry_points={"console_scripts": ["mer=mer.cli:main"]},
 )

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             results.append(run_build_index(args.export_dir, retriever, args.version, IndexConfig(**overrides),
                                            args.data_dir, args.recall_k, overwrite=args.overwrite))
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
         log.error("mer build-index: %s", err)
         return 2
     print(json.dumps([{k: r[k] for k in ("index", "items", "build_seconds")} | {"recall": r["recall"]["recall"]}

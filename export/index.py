@@ -36,6 +36,7 @@ import uuid
 import numpy as np
 
 from common import contract
+from common.extras import require
 
 KINDS = ("auto", "brute_force", "tree_ah")
 FORMAT_VERSION = 1
@@ -248,7 +249,7 @@ def build_index(embeddings: np.ndarray, item_ids: list[str], item_topics: list[l
     Raises:
       ValueError: on mismatched lengths, bad ids/topics or non-finite rows.
     """
-    from scann.scann_ops.py import scann_ops_pybind
+    scann_ops_pybind = require("scann.scann_ops.py.scann_ops_pybind")
 
     embeddings = np.ascontiguousarray(embeddings, np.float32)
     _check_items(embeddings, item_ids, item_topics)
@@ -455,7 +456,7 @@ def _load_searcher(scann_dir: str):
     ScaNN's default absolute paths (which break once the directory is moved
     or copied) are pointed at the files beside the pbtxt instead.
     """
-    from scann.scann_ops.py import scann_ops_pybind
+    scann_ops_pybind = require("scann.scann_ops.py.scann_ops_pybind")
 
     assets = os.path.join(scann_dir, "scann_assets.pbtxt")
     with open(assets) as handle:

@@ -31,8 +31,10 @@ class RetrievalClient:
         return self.stub.Retrieve(request, timeout=self.timeout)
 
     def health(self) -> str:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        from common.extras import require
 
+        health_pb2 = require("grpc_health.v1.health_pb2")
+        health_pb2_grpc = require("grpc_health.v1.health_pb2_grpc")
         status = health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(service=""),
                                                                  timeout=self.timeout)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(status.status)

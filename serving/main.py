@@ -57,7 +57,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         model_server, service = start(args)
-    except (FileNotFoundError, ValueError, TimeoutError, OSError) as err:
+    except (FileNotFoundError, ValueError, TimeoutError, OSError, ImportError) as err:
         log.error("mer serve: %s", err)
         return 2
     print(json.dumps({"retrieval": service.address, "model_server": service.cfg.model_server,

@@ -20,8 +20,8 @@ import time
 
 import grpc
 from google.protobuf.message import DecodeError
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from common.extras import require
 from serving.protos import retrieval_pb2 as pb
 from serving.retrieval import RequestError, Retriever, UpstreamError
 from serving.retrieval_config import RetrievalConfig
@@ -44,8 +44,7 @@ class Metrics:
     """Prometheus metrics of one service (its own registry)."""
 
     def __init__(self):
-        import prometheus_client as prom
-
+        prom = require("prometheus_client")
         self.registry = prom.CollectorRegistry()
         self.requests = prom.Counter("mer_retrieval_requests", "Retrieve calls by gRPC status code", ["code"],
                                      registry=self.registry)
@@ -66,8 +65,7 @@ class Metrics:
         return self.registry.get_sample_value("mer_retrieval_requests_total", {"code": code}) or 0.0
 
     def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
-        import prometheus_client as prom
-
+        prom = require("prometheus_client")
         server, _ = prom.start_http_server(port, addr=host, registry=self.registry)
         return server.server_port
 
@@ -89,7 +87,7 @@ class RetrievalServer:
         self.channel = grpc.insecure_channel(cfg.model_server, options=CHANNEL_OPTIONS)
         self.retriever = Retriever(cfg, self.channel)
         self.metrics = Metrics()
-        self.health = health.HealthServicer()
+        self.health = require("grpc_health.v1.health").HealthServicer()
         self._requested = (port, metrics_port, workers)
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -115,6 +113,7 @@ class RetrievalServer:
         changed = self.retriever.refresh(self._available)
         if changed:
             log.info("retrieval now serves %s", self.retriever.versions())
+        health_pb2 = require("grpc_health.v1.health_pb2")
         state = health_pb2.HealthCheckResponse.SERVING if self.retriever.loaded else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", SERVICE):
             self.health.set(name, state)
@@ -160,7 +159,7 @@ class RetrievalServer:
         handler = grpc.unary_unary_rpc_method_handler(self._retrieve, request_deserializer=None,
                                                       response_serializer=pb.RetrieveResponse.SerializeToString)
         self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {"Retrieve": handler})])
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        require("grpc_health.v1.health_pb2_grpc").add_HealthServicer_to_server(self.health, self._server)
         self.port = self._server.add_insecure_port(f"{self.host}:{port}")
         if not self.port:
             raise OSError(f"cannot bind the retrieval service to {self.host}:{port}")

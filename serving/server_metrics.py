@@ -140,7 +140,7 @@ def start_prometheus(monitoring_config, metrics: ServerMetrics, batch_stats: Cal
         import prometheus_client  # noqa: F401
     except ImportError:
         log.warning("monitoring config enables Prometheus, but prometheus_client is not installed "
-                    "(pip install prometheus-client): metrics export is off")
+                    "(pip install 'mer[serving]'): metrics export is off")
         return None
     endpoint = PrometheusEndpoint(metrics, batch_stats, host, port, monitoring_config.prometheus_config.path)
     log.info("Prometheus metrics at http://%s:%d%s", host, endpoint.port, endpoint.path)

@@ -3,10 +3,16 @@
 Why: every stage (Beam, trainer, export, serving) reads one resolved config,
 and the resolved config is written next to every artifact so a result can be
 traced to exactly what produced it.
+
+The presets live in `trainer/configs/` and ship as package data, so
+`--config paper` works from an installed wheel (a Dataflow worker, a
+training container), not only from a checkout; `configs/` at the repository
+root is a link to the same directory.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -16,7 +22,7 @@ from typing import Any
 
 import yaml
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 
 
 @dataclasses.dataclass
@@ -214,6 +220,37 @@ class MerConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+def config_keys(cls: type = MerConfig, prefix: str = "") -> list[str]:
+    """Every leaf key of the config, dotted (`train.learning_rate`), in field order."""
+    hints = typing.get_type_hints(cls)
+    keys = []
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[field.name]):
+            keys += config_keys(hints[field.name], f"{prefix}{field.name}.")
+        else:
+            keys.append(prefix + field.name)
+    return keys
+
+
+def config_flags() -> dict[str, str]:
+    """Command-line flag names (without `--`) -> dotted config keys.
+
+    Why: Vertex AI hyperparameter tuning passes each parameter as
+    `--<parameterId>=<value>`, so every key is a flag (`train.learning_rate`)
+    and a key whose last component is unique across the config also answers
+    to it alone (`learning_rate`, `num_interests`). Ambiguous ones (`seed`,
+    `num_shards`) need the dotted form.
+    """
+    keys = config_keys()
+    counts = collections.Counter(key.rsplit(".", 1)[-1] for key in keys)
+    flags = {key: key for key in keys}
+    for key in keys:
+        short = key.rsplit(".", 1)[-1]
+        if counts[short] == 1:
+            flags.setdefault(short, key)
+    return flags
 
 
 _CHOICES = {
@@ -482,7 +519,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
     """Loads a preset/YAML file and applies `section.key=value` overrides.
 
     Args:
-      name_or_path: preset name from `configs/` or a YAML/JSON path; None = defaults.
+      name_or_path: preset name from `trainer/configs/` or a YAML/JSON path; None = defaults.
       overrides: e.g. `["data.history_length=20"]`; values are parsed as YAML.
 
     Returns:

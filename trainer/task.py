@@ -17,9 +17,13 @@ it reads. What it does:
    twice and none is skipped (Keras alone would replay the epoch's first
    batches). Work after the last backup is lost and redone.
 4. Each epoch: exact validation HR@K (SPEC §6 scoring) and the collapse
-   diagnostics go to the Keras logs, TensorBoard and the tuning metric file;
-   early stopping keeps the best weights.
-5. Writes `<model_dir>/checkpoint/`, `config.yaml`, `training.json` and
+   diagnostics go to the Keras logs, TensorBoard and the tuning metric file
+   (one line per epoch, then the best epoch's value last); early stopping
+   keeps the best weights.
+5. Every config key is also a flag (`--train.learning_rate=0.01`, and
+   `--learning_rate=0.01` where the last part is unique), which is how
+   Vertex AI hyperparameter tuning passes the trial's values.
+6. Writes `<model_dir>/checkpoint/`, `config.yaml`, `training.json` and
    `artifacts/` (item table, vocabularies, sample records: the model is
    self-contained); on Vertex (`AIP_MODEL_DIR` set) the chief also exports
    the TF Serving SavedModels there (`export/exporter.py`).
@@ -33,7 +37,7 @@ import time
 
 import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
 from trainer import runtime
-from trainer.config import MerConfig, config_to_dict, load_config
+from trainer.config import MerConfig, config_flags, config_to_dict, load_config
 from trainer.model_io import train_pattern
 
 
@@ -99,7 +103,7 @@ def weights_digest(model) -> str:
     return digest.hexdigest()
 
 
-def _validation_callback(model, corpus, data_dir, cfg, split):
+def _validation_callback(model, corpus, data_dir, cfg, split, rt: runtime.Runtime):
     from trainer.evaluation import ModelScorer, evaluate_scorer, iter_records
     from trainer.layers._keras import keras
 
@@ -107,7 +111,9 @@ def _validation_callback(model, corpus, data_dir, cfg, split):
     key = f"val_hr_at_{k}"
 
     class ValidationHitRate(keras.callbacks.Callback):
-        """Exact HR@K on the validation carve, into the epoch logs."""
+        """Exact HR@K on the validation carve, into the epoch logs and, as
+        one line per epoch, the tuning metric file (Vertex's early stopping
+        of trials reads the intermediate reports)."""
 
         scorer = None
 
@@ -120,8 +126,10 @@ def _validation_callback(model, corpus, data_dir, cfg, split):
                                    time_range=split["validation_range"],
                                    limit=cfg.train.validation_max_records)
             ranks = evaluate_scorer(scorer, corpus, records, coverage_k=1).ranks
+            value = float((ranks <= k).mean())
             if logs is not None:
-                logs[key] = float((ranks <= k).mean())
+                logs[key] = value
+            runtime.report_hp_metric(rt, key, value, int(model.optimizer.iterations.numpy()))
 
     return key, ValidationHitRate()
 
@@ -163,7 +171,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
         keras.callbacks.BackupAndRestore(rt.checkpoint_dir, save_freq=cfg.train.checkpoint_every_steps)]
     monitor = stopper = None
     if split["validation_range"] is not None:
-        monitor, validate = _validation_callback(model, load_corpus(data_dir), data_dir, cfg, split)
+        monitor, validate = _validation_callback(model, load_corpus(data_dir), data_dir, cfg, split, rt)
         stopper = ResumableEarlyStopping(
             f"{rt.checkpoint_dir}/early_stopping", resume_epoch=resume["epoch"], is_chief=rt.is_chief,
             keep_epochs=ResumableEarlyStopping.keep_for(cfg.train.checkpoint_every_steps, steps),
@@ -185,6 +193,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
         logs = {k: [e[k] for e in stopper.epoch_logs if k in e] for k in logs}
         if stopper.best_weights is not None:
             # The restored weights (audit counters included) are this epoch's.
+            # The last line is the best epoch's value: the trial's result.
             best_epoch, best = int(stopper.best_epoch), float(stopper.best)
             runtime.report_hp_metric(rt, monitor, best, int(model.optimizer.iterations.numpy()))
     summary = {
@@ -219,8 +228,23 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
     return summary
 
 
+class _ConfigFlag(argparse.Action):
+    """`--train.learning_rate=0.01` / `--learning_rate 0.01` -> the override
+    `train.learning_rate=0.01`, kept in command-line order."""
+
+    def __init__(self, option_strings, dest, key: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.key = key
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), f"{self.key}={values}"])
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trainer.task", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="trainer.task", description=__doc__.split("\n")[0], allow_abbrev=False,
+        usage="%(prog)s --data_dir DIR [--config NAME] [--set KEY=VALUE] [--<config key> VALUE ...] "
+              "[options]")
     p.add_argument("--data_dir", required=True, help="prepared data (`mer prepare` output; any gfile URI)")
     p.add_argument("--config", default="synthetic-small", help="preset name or YAML path")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
@@ -230,13 +254,46 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard_dir", default=None,
                    help="default: $AIP_TENSORBOARD_LOG_DIR, else <model_dir>/logs")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
+    # Every config key is a flag too (what Vertex AI hyperparameter tuning
+    # passes: `--learning_rate=0.01`); they apply after --config and --set.
+    keys = p.add_argument_group(
+        "config keys", "every key is a flag, `--train.learning_rate=0.01` or `--train.learning_rate 0.01`; "
+        "keys whose last part is unique also as `--learning_rate`; values are YAML like --set, and "
+        "apply after --config and --set")
+    taken = {option for action in p._actions for option in action.option_strings}
+    names: dict[str, list[str]] = {}
+    for flag, key in config_flags().items():
+        if f"--{flag}" not in taken:
+            names.setdefault(key, []).append(f"--{flag}")
+    for key, flags in names.items():
+        keys.add_argument(*flags, action=_ConfigFlag, key=key, dest="config_flags", default=[],
+                          metavar="VALUE")
     return p
 
 
+def config_from_args(args: argparse.Namespace) -> MerConfig:
+    """The job's config: the preset, then `--set`, then the config-key flags."""
+    return load_config(args.config, [*args.set, *args.config_flags])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """`parser().parse_args` that names a close config key for an unknown flag."""
+    import difflib
+
+    p = parser()
+    args, unknown = p.parse_known_args(argv)
+    if unknown:
+        flags = [f"--{flag}" for flag in config_flags()]
+        hints = [f"did you mean {close[0]}?" for arg in unknown if arg.startswith("--")
+                 for close in [difflib.get_close_matches(arg.split("=", 1)[0], flags, n=1)] if close]
+        p.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else ""))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.set)
+        cfg = config_from_args(args)
         rt = runtime.resolve(args.model_dir, args.checkpoint_dir, args.tensorboard_dir)
         summary = train(cfg, args.data_dir, rt, args.verbose)
     except (ValueError, FileNotFoundError) as err:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from trainer import runtime
-from trainer.config import load_config
+from trainer.config import MerConfig, config_flags, config_keys, config_to_dict, load_config
 from trainer.data import target_timestamps
 from trainer.layers._keras import tf
 from trainer.model import DIAGNOSTICS
-from trainer.task import train, validation_split
+from trainer.task import config_from_args, main, parse_args, train, validation_split
 
 pytestmark = pytest.mark.slow
 
@@ -80,6 +80,12 @@ def test_train_writes_model_logs_and_tuning_metric(world, tmp_path, capsys):
     line = json.loads(hp_file.read_text().splitlines()[-1])
     assert float(line["val_hr_at_50"]) == pytest.approx(summary["best_validation"])
     assert line["global_step"] == str(2 * steps)
+    # One cloudml-hypertune line per epoch before the final (best) one: Vertex
+    # sees intermediate measurements, for trial early stopping.
+    epochs = [json.loads(text) for text in hp_file.read_text().splitlines()[:-1]]
+    assert [int(e["global_step"]) for e in epochs] == [steps, 2 * steps]
+    assert [float(e["val_hr_at_50"]) for e in epochs] == pytest.approx(summary["history"]["val_hr_at_50"])
+    assert {e["trial"] for e in epochs} == {"0"}
 
     # `mer evaluate` on the artifact: SPEC §6 metrics with CIs, segments, coverage.
     capsys.readouterr()
@@ -130,3 +136,60 @@ def test_cr_model_gets_filtered_hit_rate(world, tmp_path, capsys):
     assert main(["--model_dir", str(tmp_path / "cr"), "--served", "--max_records", "10"]) == 2
     assert "--served: implicit or single-embedding models only" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--learning_rate=0.01"], {"train.learning_rate": 0.01}),  # what Vertex tuning passes
+    (["--train.learning_rate", "0.01"], {"train.learning_rate": 0.01}),
+    (["--model.num_interests=5", "--batch_size", "64", "--epochs=3"],
+     {"model.num_interests": 5, "train.batch_size": 64, "train.epochs": 3}),
+    (["--batch_size=128.0"], {"train.batch_size": 128}),  # Vertex sends discrete values as doubles
+    (["--model.implicit_fields=[latest]", "--kind", "mind"],
+     {"model.implicit_fields": ["latest"], "model.kind": "mind"}),
+    # Flags apply after --config and --set, wherever they stand; the last flag wins.
+    (["--learning_rate=0.01", "--set", "train.learning_rate=0.5"], {"train.learning_rate": 0.01}),
+    (["--set", "train.epochs=4", "--epochs=2", "--train.epochs=3"], {"train.epochs": 3}),
+])
+def test_every_config_key_is_a_flag(flags, expected):
+    cfg = config_from_args(parse_args(["--data_dir", "d", "--config", "synthetic-small", *flags]))
+    for key, value in expected.items():
+        section, name = key.split(".")
+        assert getattr(getattr(cfg, section), name) == value, key
+
+
+@pytest.mark.parametrize("flag, hint", [
+    ("--learning-rate=0.1", "--learning_rate"), ("--seed", "--train.seed"), ("--no_such_flag=1", None)])
+def test_unknown_flag_is_an_error_naming_it(flag, hint, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data_dir", "d", flag, "3"] if flag == "--seed" else ["--data_dir", "d", flag])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert f"unrecognized arguments: {flag}" in err
+    assert (f"did you mean {hint}?" in err) if hint else "did you mean" not in err
+
+
+def test_a_bad_flag_value_is_an_error_naming_the_key(capsys):
+    assert main(["--data_dir", "d", "--learning_rate=fast"]) == 2
+    assert "train.learning_rate: expected float" in capsys.readouterr().err
+
+
+def _leaf_keys(tree: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        keys += _leaf_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [prefix + key]
+    return keys
+
+
+def test_flag_names_cover_every_key_and_short_forms_are_unique():
+    keys = config_keys()
+    assert keys == _leaf_keys(config_to_dict(MerConfig()))
+    flags = config_flags()
+    assert all(flags[key] == key for key in keys)
+    for short, key in [("learning_rate", "train.learning_rate"), ("batch_size", "train.batch_size"),
+                       ("epochs", "train.epochs"), ("num_interests", "model.num_interests"),
+                       ("history_length", "data.history_length"), ("field_dim", "model.dhen.field_dim")]:
+        assert flags[short] == key
+    # Ambiguous last parts have no short form (train.seed / data.synthetic.seed, ...).
+    assert "seed" not in flags and "num_shards" not in flags
+    shorts = [flag for flag in flags if "." not in flag and flag != "name"]
+    assert len({flags[s] for s in shorts}) == len(shorts)
