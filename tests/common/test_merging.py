@@ -1,11 +1,15 @@
-"""The serving merge: importance budgets and round-robin de-duplication."""
+"""The serving merge: importance budgets, round-robin de-duplication and the
+score policy, against the one-candidate-at-a-time references below."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
+import numpy as np
+import pytest
+
+from common.merging import POLICIES, budgets, merge, round_robin, round_robin_sources, score_merge
 from trainer import evaluation, features
-from common.merging import budgets, round_robin
 
 
 def test_budgets_apportion_by_importance_with_largest_remainder():
@@ -66,6 +70,213 @@ def test_round_robin_matches_a_brute_force_reference():
                     taken.add(ref[-1])
                     used[j] += 1
         assert merged == ref
+
+
+def _round_robin_reference(lists, budget, total):
+    """The merge as first written, one candidate at a time: the definition
+    `round_robin` must equal. Verbatim but for noting (embedding, position)
+    of each merged candidate.
+
+    Returns: (merged ids, [(embedding, position)]).
+    """
+    order = sorted(range(len(budget)), key=lambda j: (-budget[j], j))
+    cursor = [0] * len(budget)
+    spent = [0] * len(budget)
+    taken: set[int] = set()
+    merged: list[int] = []
+    sources: list[tuple[int, int]] = []
+    active = [j for j in order if budget[j] > 0]
+    while active and len(merged) < total:
+        still = []
+        for j in active:
+            row = lists[j]
+            while cursor[j] < len(row) and (row[cursor[j]] < 0 or int(row[cursor[j]]) in taken):
+                cursor[j] += 1
+            if cursor[j] == len(row):
+                continue
+            item = int(row[cursor[j]])
+            taken.add(item)
+            merged.append(item)
+            sources.append((j, cursor[j]))
+            spent[j] += 1
+            if len(merged) == total:
+                break
+            if spent[j] < budget[j]:
+                still.append(j)
+        active = still
+    return merged, sources
+
+
+def _score_merge_reference(lists, scores, budget, total, floor):
+    """`score_merge` by its docstring: the floor round-robin, then every
+    remaining id under its best (score, -embedding, -position), best first."""
+    merged, sources = _round_robin_reference(lists, [min(max(int(b), 0), floor) for b in budget], total)
+    best = {}
+    for j, row in enumerate(lists):
+        for q, item in enumerate(row):
+            score = float(scores[j][q])
+            key = (-(-math.inf if math.isnan(score) else score), j, q)
+            if item >= 0 and (int(item) not in best or key < best[int(item)]):
+                best[int(item)] = key
+    fill = sorted((key, item) for item, key in best.items() if item not in set(merged))
+    for (_, j, q), item in fill[: max(total - len(merged), 0)]:
+        merged.append(item)
+        sources.append((j, q))
+    return merged, sources
+
+
+def _as_reference(triple):
+    items, source, position = triple
+    assert items.dtype == np.int64 and source.dtype == np.int32 and position.dtype == np.int32
+    return items.tolist(), list(zip(source.tolist(), position.tolist()))
+
+
+def _random_case(rng, max_k, max_depth, max_pool, padding):
+    """Lists with heavy overlap (ids from a small shared pool, repeats within
+    a list too), -1 anywhere or as tails, zero budgets, budgets beyond the
+    list length, totals below and above the budgets' sum."""
+    k, depth = int(rng.integers(1, max_k + 1)), int(rng.integers(0, max_depth + 1))
+    pool = int(rng.integers(1, max_pool + 1))
+    if rng.random() < 0.5:
+        lists = rng.integers(0, pool, (k, depth))
+    else:  # ANN-like: distinct ids per list from a shared pool
+        lists = np.stack([rng.permutation(max(pool, depth))[:depth] for _ in range(k)])
+    lists[rng.random((k, depth)) < padding * rng.random()] = -1
+    if rng.random() < 0.3:  # explicit lists shortened by the post-filter
+        lists[np.arange(depth)[None, :] >= rng.integers(0, depth + 1, (k, 1))] = -1
+    if rng.random() < 0.5:
+        budget = rng.integers(0, 2 * depth + 3, k) * (rng.random(k) < 0.8)
+        total = int(rng.integers(0, int(1.5 * budget.sum()) + 3))
+    else:
+        total = int(rng.integers(0, 2 * depth + 3))
+        budget = budgets(rng.exponential(size=(1, k)), rng.random((1, k)) < 0.9, total)[0]
+    return lists, budget, total
+
+
+FAMILIES = {  # name: (cases, max K, max depth, max id pool, padding share)
+    "tiny": (800, 4, 8, 10, 0.3),
+    "overlapping": (800, 12, 40, 60, 0.2),
+    "deep": (300, 12, 300, 400, 0.1),
+    "long budgets": (200, 3, 400, 150, 0.5),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_round_robin_equals_the_reference_on_random_lists(family):
+    cases, max_k, max_depth, max_pool, padding = FAMILIES[family]
+    rng = np.random.default_rng(sorted(FAMILIES).index(family))
+    for case in range(cases):
+        lists, budget, total = _random_case(rng, max_k, max_depth, max_pool, padding)
+        want = _round_robin_reference(lists, budget, total)
+        got = _as_reference(round_robin_sources(lists, budget, total))
+        assert got == want, (family, case, lists.tolist(), budget.tolist(), total)
+        assert round_robin(lists, budget, total) == want[0]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_score_merge_equals_the_reference_on_random_lists(family):
+    cases, max_k, max_depth, max_pool, padding = FAMILIES[family]
+    rng = np.random.default_rng(100 + sorted(FAMILIES).index(family))
+    for case in range(cases // 2):
+        lists, budget, total = _random_case(rng, max_k, max_depth, max_pool, padding)
+        scores = rng.integers(0, 4, lists.shape).astype(np.float32) * 0.5  # many ties
+        if rng.random() < 0.5:
+            scores = rng.normal(size=lists.shape).astype(np.float32)
+        scores[rng.random(lists.shape) < 0.05] = rng.choice([np.nan, -np.inf, np.inf, -0.0])
+        floor = int(rng.integers(0, 6))
+        want = _score_merge_reference(lists, scores, budget, total, floor)
+        got = _as_reference(score_merge(lists, scores, budget, total, floor))
+        assert got == want, (family, case, lists.tolist(), scores.tolist(), budget.tolist(), total, floor)
+
+
+def test_score_merge_looks_past_candidates_that_every_list_repeats():
+    """Twelve identical lists: the best 2 * (count + taken) + 64 entries hold
+    only a twelfth as many ids, so the fill must widen its search."""
+    rng = np.random.default_rng(5)
+    lists = np.tile(rng.permutation(2000)[:500], (12, 1))
+    scores = np.tile(np.sort(rng.normal(size=500)).astype(np.float32)[::-1], (12, 1))
+    budget = budgets(np.ones((1, 12)), np.ones((1, 12), bool), 300)[0]
+    for floor in (0, 3):
+        want = _score_merge_reference(lists, scores, budget, 300, floor)
+        assert _as_reference(score_merge(lists, scores, budget, 300, floor)) == want
+
+
+def test_round_robin_sources_name_the_embedding_and_position():
+    lists = np.array([[1, 2, 3, 4], [2, 5, 6, 7], [9, 8, 7, 6]])
+    # Turns: embedding 1 (budget 3) then 0; 0 leaves after one; 1 goes on.
+    items, source, position = round_robin_sources(lists, np.array([1, 3, 0]), 4)
+    assert items.tolist() == [2, 1, 5, 6] and source.tolist() == [1, 0, 1, 1] and position.tolist() == [0, 0, 1, 2]
+    # Embedding 1 skips the 1 that embedding 0 took, then runs out at the taken 2.
+    items, source, position = round_robin_sources(np.array([[1, -1, 2], [1, 3, 2]]), np.array([2, 2]), 4)
+    assert items.tolist() == [1, 3, 2] and source.tolist() == [0, 1, 0] and position.tolist() == [0, 1, 2]
+
+
+def test_round_robin_handles_huge_ids_int32_input_and_empty_merges():
+    rng = np.random.default_rng(7)
+    for _ in range(50):  # ids beyond what the packed sort can hold take the argsort path
+        lists, budget, total = _random_case(rng, 6, 30, 40, 0.2)
+        huge = np.where(lists >= 0, lists + (1 << 60), lists)
+        want, sources = _round_robin_reference(lists, budget, total)
+        got = _as_reference(round_robin_sources(huge, budget, total))
+        assert got == ([x + (1 << 60) for x in want], sources)
+        assert round_robin(lists.astype(np.int32), budget.astype(np.int32), total) == want
+    lists = np.array([[-7, 3, -1]])
+    assert round_robin(lists, np.array([5]), 5) == [3]
+    for budget, total in (([0], 5), ([5], 0), ([-2], 5)):
+        items, source, position = round_robin_sources(lists, np.array(budget), total)
+        assert len(items) == len(source) == len(position) == 0
+    assert round_robin(np.zeros((2, 0), np.int64), np.array([3, 3]), 6) == []
+    assert round_robin(np.zeros((0, 4), np.int64), np.zeros(0, np.int64), 6) == []
+    assert len(score_merge(np.zeros((0, 4)), np.zeros((0, 4)), np.zeros(0), 6, floor=2)[0]) == 0
+
+
+def test_score_merge_keeps_a_floor_then_fills_by_score():
+    lists = np.array([[1, 2, 3, 4], [9, 8, -1, -1]])
+    scores = np.array([[0.9, 0.8, 0.7, 0.6], [0.1, 0.05, 0.0, 0.0]], np.float32)
+    # Floor 1: each embedding one candidate (1, then 9); the last slot goes to the best left, 2 (0.8).
+    items, source, position = score_merge(lists, scores, np.array([3, 1]), 3, floor=1)
+    assert items.tolist() == [1, 9, 2] and source.tolist() == [0, 1, 0] and position.tolist() == [0, 0, 1]
+    # Without a floor the low-scored embedding gets nothing.
+    assert score_merge(lists, scores, np.array([3, 1]), 3, floor=0)[0].tolist() == [1, 2, 3]
+
+
+def test_score_merge_attributes_a_shared_candidate_to_its_best_score():
+    lists = np.array([[5, 6], [6, 7]])
+    # 6 scores 0.2 in embedding 0 and 0.6 in embedding 1: it counts under 1.
+    scores = np.array([[0.9, 0.2], [0.6, 0.1]], np.float32)
+    items, source, position = score_merge(lists, scores, np.array([1, 1]), 3, floor=0)
+    assert items.tolist() == [5, 6, 7] and source.tolist() == [0, 1, 1] and position.tolist() == [0, 0, 1]
+    # Equal scores: the lower embedding index, then the lower position, first.
+    scores = np.array([[0.9, 0.6], [0.6, 0.6]], np.float32)
+    items, source, position = score_merge(lists, scores, np.array([1, 1]), 3, floor=0)
+    assert items.tolist() == [5, 6, 7] and source.tolist() == [0, 0, 1] and position.tolist() == [0, 1, 1]
+
+
+def test_merge_dispatches_on_the_policy():
+    rng = np.random.default_rng(3)
+    lists, budget, total = _random_case(rng, 6, 30, 40, 0.2)
+    scores = rng.normal(size=lists.shape).astype(np.float32)
+    assert POLICIES == ("round_robin", "score")
+    for got, want in zip(merge("round_robin", lists, None, budget, total),
+                         round_robin_sources(lists, budget, total)):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(merge("score", lists, scores, budget, total, floor=2),
+                         score_merge(lists, scores, budget, total, 2)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match=r"policy='max'; allowed: round_robin, score"):
+        merge("max", lists, scores, budget, total)
+
+
+def test_bad_arguments_name_themselves():
+    lists = np.array([[1, 2], [3, 4]])
+    with pytest.raises(ValueError, match="floor=-1"):
+        score_merge(lists, np.zeros((2, 2)), np.array([1, 1]), 2, floor=-1)
+    with pytest.raises(ValueError, match="scores has shape"):
+        score_merge(lists, np.zeros((2, 3)), np.array([1, 1]), 2, floor=1)
+    with pytest.raises(ValueError, match="budget has shape"):
+        round_robin(lists, np.array([1, 1, 1]), 2)
+    with pytest.raises(ValueError, match="lists has shape"):
+        round_robin(np.array([1, 2]), np.array([1]), 2)
 
 
 class _Scorer:
