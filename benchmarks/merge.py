@@ -16,7 +16,7 @@ merge examines are skipped as already taken (the de-duplication work the
 merge cannot vectorise). Each implementation runs on the same requests, one
 request at a time, interleaved; prints wall-clock p50/p99 µs per request
 (and the thread's CPU-time p99, which leaves out waiting for a core), writes
-JSON. The old loop is `_round_robin_reference` in tests/common/test_merging.py.
+JSON. The old loop is `round_robin` in tests/numpy_reference.py.
 """
 
 from __future__ import annotations
@@ -74,12 +74,12 @@ def overlap(req: dict) -> dict:
 
 
 def _reference():
-    """`_round_robin_reference` from the tests (the loop `round_robin` replaced)."""
-    path = pathlib.Path(__file__).resolve().parents[1] / "tests" / "common" / "test_merging.py"
+    """`round_robin` of tests/numpy_reference.py (the loop `round_robin` replaced)."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "tests" / "numpy_reference.py"
     spec = importlib.util.spec_from_file_location("_merge_reference", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module._round_robin_reference
+    return module.round_robin
 
 
 def implementations() -> dict:

@@ -66,28 +66,38 @@ def hit_rate(user_embeddings, corpus, target, exclude, k):
 
 
 def round_robin(lists, budget, total):
-    """The serving merge, item by item: each round, every embedding (largest
-    budget first, ties by index) with budget left takes its best candidate
-    not taken yet (-1 = none); an exhausted list leaves its budget unused."""
+    """The merge as first written, one candidate at a time: the definition
+    `round_robin` must equal. Verbatim but for noting (embedding, position)
+    of each merged candidate.
+
+    Returns: (merged ids, [(embedding, position)]).
+    """
     order = sorted(range(len(budget)), key=lambda j: (-budget[j], j))
-    taken, merged, spent, cursor = set(), [], [0] * len(budget), [0] * len(budget)
+    cursor = [0] * len(budget)
+    spent = [0] * len(budget)
+    taken: set[int] = set()
+    merged: list[int] = []
+    sources: list[tuple[int, int]] = []
     active = [j for j in order if budget[j] > 0]
     while active and len(merged) < total:
         still = []
         for j in active:
-            while cursor[j] < len(lists[j]) and (lists[j][cursor[j]] < 0 or lists[j][cursor[j]] in taken):
+            row = lists[j]
+            while cursor[j] < len(row) and (row[cursor[j]] < 0 or int(row[cursor[j]]) in taken):
                 cursor[j] += 1
-            if cursor[j] == len(lists[j]):
+            if cursor[j] == len(row):
                 continue
-            taken.add(lists[j][cursor[j]])
-            merged.append((lists[j][cursor[j]], j))
+            item = int(row[cursor[j]])
+            taken.add(item)
+            merged.append(item)
+            sources.append((j, cursor[j]))
             spent[j] += 1
             if len(merged) == total:
                 break
             if spent[j] < budget[j]:
                 still.append(j)
         active = still
-    return merged
+    return merged, sources
 
 
 def apportion(weights, total):

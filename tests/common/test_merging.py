@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+import numpy_reference as ref
 from common.merging import POLICIES, budgets, merge, round_robin, round_robin_sources, score_merge
 from trainer import evaluation, features
 
@@ -72,45 +73,10 @@ def test_round_robin_matches_a_brute_force_reference():
         assert merged == ref
 
 
-def _round_robin_reference(lists, budget, total):
-    """The merge as first written, one candidate at a time: the definition
-    `round_robin` must equal. Verbatim but for noting (embedding, position)
-    of each merged candidate.
-
-    Returns: (merged ids, [(embedding, position)]).
-    """
-    order = sorted(range(len(budget)), key=lambda j: (-budget[j], j))
-    cursor = [0] * len(budget)
-    spent = [0] * len(budget)
-    taken: set[int] = set()
-    merged: list[int] = []
-    sources: list[tuple[int, int]] = []
-    active = [j for j in order if budget[j] > 0]
-    while active and len(merged) < total:
-        still = []
-        for j in active:
-            row = lists[j]
-            while cursor[j] < len(row) and (row[cursor[j]] < 0 or int(row[cursor[j]]) in taken):
-                cursor[j] += 1
-            if cursor[j] == len(row):
-                continue
-            item = int(row[cursor[j]])
-            taken.add(item)
-            merged.append(item)
-            sources.append((j, cursor[j]))
-            spent[j] += 1
-            if len(merged) == total:
-                break
-            if spent[j] < budget[j]:
-                still.append(j)
-        active = still
-    return merged, sources
-
-
 def _score_merge_reference(lists, scores, budget, total, floor):
     """`score_merge` by its docstring: the floor round-robin, then every
     remaining id under its best (score, -embedding, -position), best first."""
-    merged, sources = _round_robin_reference(lists, [min(max(int(b), 0), floor) for b in budget], total)
+    merged, sources = ref.round_robin(lists, [min(max(int(b), 0), floor) for b in budget], total)
     best = {}
     for j, row in enumerate(lists):
         for q, item in enumerate(row):
@@ -167,7 +133,7 @@ def test_round_robin_equals_the_reference_on_random_lists(family):
     rng = np.random.default_rng(sorted(FAMILIES).index(family))
     for case in range(cases):
         lists, budget, total = _random_case(rng, max_k, max_depth, max_pool, padding)
-        want = _round_robin_reference(lists, budget, total)
+        want = ref.round_robin(lists, budget, total)
         got = _as_reference(round_robin_sources(lists, budget, total))
         assert got == want, (family, case, lists.tolist(), budget.tolist(), total)
         assert round_robin(lists, budget, total) == want[0]
@@ -216,7 +182,7 @@ def test_round_robin_handles_huge_ids_int32_input_and_empty_merges():
     for _ in range(50):  # ids beyond what the packed sort can hold take the argsort path
         lists, budget, total = _random_case(rng, 6, 30, 40, 0.2)
         huge = np.where(lists >= 0, lists + (1 << 60), lists)
-        want, sources = _round_robin_reference(lists, budget, total)
+        want, sources = ref.round_robin(lists, budget, total)
         got = _as_reference(round_robin_sources(huge, budget, total))
         assert got == ([x + (1 << 60) for x in want], sources)
         assert round_robin(lists.astype(np.int32), budget.astype(np.int32), total) == want

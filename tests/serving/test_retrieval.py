@@ -120,8 +120,8 @@ def reference_answer(stack, trained, history, negative, topics, budget):
     budget_per = ref.apportion(weights, budget)
     names = sorted({i for keep in lists for i in keep})
     number = {name: n for n, name in enumerate(names)}
-    merged = ref.round_robin([[number[i] for i in keep] for keep in lists], budget_per, budget)
-    return [(names[item], meta[j]) for item, j in merged]
+    merged, sources = ref.round_robin([[number[i] for i in keep] for keep in lists], budget_per, budget)
+    return [(names[item], meta[j]) for item, (j, _) in zip(merged, sources)]
 
 
 def test_answer_equals_numpy_reference(stack, client, trained, world):
