@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test bench-prepare bench-training bench-quality bench-served bench-startup bench-export
+.PHONY: setup demo test bench-prepare bench-training bench-quality bench-served bench-startup bench-export bench-serving
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,6 @@ bench-startup: setup
 
 bench-export: setup
 	$(PY) -m benchmarks.export
+
+bench-serving: setup
+	$(PY) -m benchmarks.serving

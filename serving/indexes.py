@@ -93,7 +93,10 @@ def load(base: str, retriever: str, version: int, numbers: ItemNumbers) -> Loade
     topic_rows: dict[str, np.ndarray] = {}
     for row, topics in enumerate(index.topics):
         for topic in topics:
-            topic_rows.setdefault(topic, np.zeros(len(index.item_ids), bool))[row] = True
+            carries = topic_rows.get(topic)
+            if carries is None:  # not setdefault: its default would allocate N bools per (row, topic)
+                carries = topic_rows[topic] = np.zeros(len(index.item_ids), bool)
+            carries[row] = True
     row_item = numbers.numbers(index.item_ids)
     item_row = np.full(int(row_item.max(initial=-1)) + 1, -1, np.int64)
     item_row[row_item] = np.arange(len(row_item))
