@@ -34,6 +34,9 @@ class LoadedIndex:
       topic_rows: topic -> bool `[N]`, which rows carry the topic.
       topic_vocabulary: topics the user tower knows (explicit only).
       item_row: global item number -> row (-1 = not in this index).
+      embeddings: `[N, d]` float32 item embeddings (the index's own
+        `scann/dataset.npy`, memory-mapped), or None: the exact per-topic
+        search of the explicit retriever reads them.
     """
 
     retriever: str
@@ -43,9 +46,20 @@ class LoadedIndex:
     topic_rows: dict
     topic_vocabulary: frozenset
     item_row: np.ndarray
+    embeddings: np.ndarray | None = None
+    _members: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def row(self, item: int) -> int:
         return int(self.item_row[item]) if item < len(self.item_row) else -1
+
+    def topic_members(self, topic: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows carrying `topic` (ascending) and their embeddings `[M, d]`,
+        gathered once per topic and kept (a contiguous copy scores fast)."""
+        cached = self._members.get(topic)
+        if cached is None:
+            rows = np.flatnonzero(self.carries(topic))
+            cached = self._members[topic] = (rows, np.ascontiguousarray(self.embeddings[rows]))
+        return cached
 
     def carries(self, topic: str) -> np.ndarray:
         return self.topic_rows.get(topic, np.zeros(len(self.row_item), bool))
@@ -100,7 +114,11 @@ def load(base: str, retriever: str, version: int, numbers: ItemNumbers) -> Loade
     row_item = numbers.numbers(index.item_ids)
     item_row = np.full(int(row_item.max(initial=-1)) + 1, -1, np.int64)
     item_row[row_item] = np.arange(len(row_item))
+    dataset = contract.join(contract.index_dir(base, retriever, version), contract.INDEX_SEARCHER, "dataset.npy")
+    embeddings = np.load(dataset, mmap_mode="r") if os.path.exists(dataset) else None
+    if embeddings is not None and embeddings.shape[0] != len(row_item):
+        embeddings = None  # not the row-aligned float dataset
     loaded = LoadedIndex(retriever, version, index, row_item, topic_rows,
-                         _topic_vocabulary(base, retriever, version), item_row)
+                         _topic_vocabulary(base, retriever, version), item_row, embeddings)
     log.info("loaded %s index version %d (%d items, %s)", retriever, version, len(index.item_ids), index.config.kind)
     return loaded

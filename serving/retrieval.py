@@ -68,6 +68,7 @@ class Lists:
     topic: list[str]
     weight: np.ndarray  # [K] budget weights
     importance: np.ndarray  # [K]
+    search: list[str]  # [K] "ann" or "exact_topic"
 
 
 def _stack(rows: list[np.ndarray], pad) -> np.ndarray:
@@ -194,7 +195,7 @@ class Retriever:
 
     def lists(self, query: Query, loaded: dict, towers: dict) -> Lists:
         """One ANN query per valid embedding, filtered (history, topics)."""
-        rows, scores, retrievers, embeddings, topics, weights, importance = [], [], [], [], [], [], []
+        rows, scores, retrievers, embeddings, topics, weights, importance, searches = [], [], [], [], [], [], [], []
         history_items = {self.numbers.number.get(i, -1) for i in query.history}
         total = query.budget
         for retriever in contract.RETRIEVERS:
@@ -214,51 +215,76 @@ class Retriever:
             else:
                 imp = weight = np.ones(len(valid))
                 depth = int(total * self.cfg.overfetch) + len(query.history)
-            found, found_scores, keep = self._search(index, vectors, min(depth, len(index.row_item)),
-                                                    [query.topics[e] for e in valid] if retriever == contract.EXPLICIT
-                                                    else None, total + len(query.history))
+            found, found_scores, keep, how = self._search(
+                index, vectors, min(depth, len(index.row_item)),
+                [query.topics[e] for e in valid] if retriever == contract.EXPLICIT else None,
+                total + len(query.history))
             items = np.where(found >= 0, index.row_item[np.maximum(found, 0)], -1)
-            drop = np.isin(items, list(history_items)) | ~keep | (found < 0)
+            usable = ~np.isin(items, list(history_items)) & keep & (found >= 0)
             for j, e in enumerate(valid):
-                rows.append(np.where(drop[j], -1, items[j]))
-                scores.append(found_scores[j])
+                # A list never needs more than `total` candidates: the rest
+                # would only widen the merge.
+                take = np.flatnonzero(usable[j])[:total]
+                rows.append(items[j][take])
+                scores.append(found_scores[j][take])
+                searches.append(how[j])
                 retrievers.append(retriever)
                 embeddings.append(int(e))
                 topics.append(query.topics[e] if retriever == contract.EXPLICIT else "")
             weights.append(weight)
             importance.append(imp)
         if not rows:
-            return Lists(np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32), [], [], [], np.zeros(0), np.zeros(0))
+            return Lists(np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32), [], [], [], np.zeros(0),
+                         np.zeros(0), [])
         return Lists(_stack(rows, -1), _stack(scores, -np.inf).astype(np.float32), retrievers, embeddings, topics,
-                     np.concatenate(weights), np.concatenate(importance))
+                     np.concatenate(weights), np.concatenate(importance), searches)
 
     def _search(self, index, vectors: np.ndarray, depth: int, topics: list[str] | None, needed: int):
-        """ANN search; for explicit embeddings also the relevance post-filter.
+        """ANN search; for explicit embeddings with the relevance post-filter.
 
         An explicit list must still hold `needed` (budget + history)
-        candidates carrying its condition topic after filtering, so a list
-        short of that is searched again four times deeper, up to
-        `max_explicit_depth` (the whole index when smaller): on a corpus of at
-        most that size the filtered lists are exact.
+        candidates carrying its condition topic after filtering. When the
+        ANN list (`overfetch` x needed deep) falls short, that embedding is
+        scored exactly against the items carrying its topic instead (a
+        filtered exact search over the index's own float dataset): rare
+        topics and embeddings that point away from their topic's items
+        still get full, correct lists, at a bounded cost.
 
-        Returns: `(rows [K, D], scores [K, D], keep [K, D] bool)`.
+        Returns: `(rows [K, D], scores [K, D], keep [K, D] bool, how [K])`.
         """
         found, scores = index.index.search(vectors, depth)
         if topics is None:
-            return found, scores, np.ones(found.shape, bool)
-        limit = min(len(index.row_item), max(depth, self.cfg.max_explicit_depth))
-        rows, row_scores, keep = [], [], []
+            return found, scores, np.ones(found.shape, bool), ["ann"] * len(found)
+        rows, row_scores, keep, how = [], [], [], []
         for j, topic in enumerate(topics):
-            carries = index.carries(topic)
-            r, sc = found[j], scores[j]
-            d = depth
-            while (carries[np.maximum(r, 0)] & (r >= 0)).sum() < needed and d < limit:
-                d = min(limit, d * 4)
-                r, sc = (x[0] for x in index.index.search(vectors[j:j + 1], d))
-            rows.append(r)
-            row_scores.append(sc)
-            keep.append(carries[np.maximum(r, 0)] & (r >= 0))
-        return _stack(rows, -1), _stack(row_scores, -np.inf), _stack(keep, False)
+            carries = index.carries(topic)[np.maximum(found[j], 0)] & (found[j] >= 0)
+            if carries.sum() >= needed or index.embeddings is None:
+                rows.append(found[j])
+                row_scores.append(scores[j])
+                keep.append(carries)
+                how.append("ann")
+                continue
+            members, matrix = index.topic_members(topic)
+            exact = matrix @ vectors[j]
+            top = np.argpartition(-exact, needed - 1)[:needed] if len(exact) > needed else np.arange(len(exact))
+            top = top[np.lexsort((members[top], -exact[top]))]
+            rows.append(members[top])
+            row_scores.append(exact[top].astype(np.float32))
+            keep.append(np.ones(len(top), bool))
+            how.append("exact_topic")
+        return _stack(rows, -1), _stack(row_scores, -np.inf), _stack(keep, False), how
+
+    def _candidates(self, lists: Lists, loaded: dict, items, source, position) -> list:
+        from serving.protos import retrieval_pb2 as pb
+
+        scores = lists.scores[source, position].tolist()
+        ids, out = self.numbers.ids, []
+        for item, j, score in zip(items.tolist(), source.tolist(), scores):
+            retriever = lists.retriever[j]
+            index = loaded[retriever]
+            out.append(pb.Candidate(item_id=ids[item], score=score, retriever=retriever, embedding=lists.embedding[j],
+                                    condition_topic=lists.topic[j], item_topics=index.index.topics[index.row(item)]))
+        return out
 
     def retrieve(self, request, timeout: float | None = None):
         """Answers one `RetrieveRequest` with a `RetrieveResponse`.
@@ -293,12 +319,9 @@ class Retriever:
             for j in range(len(budget)):
                 response.embeddings.add(retriever=lists.retriever[j], embedding=lists.embedding[j],
                                         condition_topic=lists.topic[j], importance=float(lists.importance[j]),
-                                        budget=int(budget[j]), contributed=int(contributed[j]))
-            for item, j, pos in zip(items.tolist(), source.tolist(), position.tolist()):
-                index = loaded[lists.retriever[j]]
-                response.candidates.add(item_id=self.numbers.ids[item], score=float(lists.scores[j, pos]),
-                                        retriever=lists.retriever[j], embedding=lists.embedding[j],
-                                        condition_topic=lists.topic[j], item_topics=index.index.topics[index.row(item)])
+                                        budget=int(budget[j]), contributed=int(contributed[j]),
+                                        search=lists.search[j])
+            response.candidates.extend(self._candidates(lists, loaded, items, source, position))
         done = time.monotonic()
         for stage, ms in (("towers", t_towers - started), ("ann", t_ann - t_towers), ("merge", done - t_ann),
                           ("total", done - started)):

@@ -23,13 +23,11 @@ class RetrievalConfig:
       num_explicit: K_ex, followed topics sampled per request.
       merge_policy: `round_robin` (paper) or `score`.
       score_floor: `score` policy: candidates each embedding is guaranteed.
-      overfetch: first search depth of explicit embeddings, as a multiple of
-        budget + history, for the relevance post-filter (items without the
-        condition topic are dropped); implicit lists fetch budget + history,
-        which is always enough.
-      max_explicit_depth: an explicit list short of budget + history
-        carriers after filtering is searched again 4x deeper, up to this
-        depth (rare topics in huge corpora may leave budget unused).
+      overfetch: ANN depth of explicit embeddings, as a multiple of budget +
+        history, for the relevance post-filter (items without the condition
+        topic are dropped); a list still short after filtering is scored
+        exactly over the items carrying its topic. Implicit lists fetch
+        budget + history, which is always enough.
       index_poll_seconds: how often new index versions are looked for.
     """
 
@@ -45,5 +43,4 @@ class RetrievalConfig:
     merge_policy: str = "round_robin"
     score_floor: int = 10
     overfetch: float = 3.0
-    max_explicit_depth: int = 50_000
     index_poll_seconds: float = 2.0

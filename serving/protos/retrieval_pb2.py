@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eserving/protos/retrieval.proto\x12\x10mer.retrieval.v1\"/\n\nEngagement\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08negative\x18\x02 \x01(\x08\"\x8d\x01\n\x0fRetrieveRequest\x12-\n\x07history\x18\x01 \x03(\x0b\x32\x1c.mer.retrieval.v1.Engagement\x12\x17\n\x0f\x66ollowed_topics\x18\x02 \x03(\t\x12\x0e\n\x06\x62udget\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x14\n\x0cmerge_policy\x18\x05 \x01(\t\"\x7f\n\tCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x11\n\tretriever\x18\x03 \x01(\t\x12\x11\n\tembedding\x18\x04 \x01(\x05\x12\x17\n\x0f\x63ondition_topic\x18\x05 \x01(\t\x12\x13\n\x0bitem_topics\x18\x06 \x03(\t\"\x87\x01\n\rEmbeddingInfo\x12\x11\n\tretriever\x18\x01 \x01(\t\x12\x11\n\tembedding\x18\x02 \x01(\x05\x12\x17\n\x0f\x63ondition_topic\x18\x03 \x01(\t\x12\x12\n\nimportance\x18\x04 \x01(\x02\x12\x0e\n\x06\x62udget\x18\x05 \x01(\x05\x12\x13\n\x0b\x63ontributed\x18\x06 \x01(\x05\"\xbd\x03\n\x10RetrieveResponse\x12/\n\ncandidates\x18\x01 \x03(\x0b\x32\x1b.mer.retrieval.v1.Candidate\x12\x33\n\nembeddings\x18\x02 \x03(\x0b\x32\x1f.mer.retrieval.v1.EmbeddingInfo\x12\x16\n\x0esampled_topics\x18\x03 \x03(\t\x12\x16\n\x0eignored_topics\x18\x04 \x03(\t\x12\x15\n\runknown_items\x18\x05 \x01(\x05\x12\x42\n\x08versions\x18\x06 \x03(\x0b\x32\x30.mer.retrieval.v1.RetrieveResponse.VersionsEntry\x12\x14\n\x0cmerge_policy\x18\x07 \x01(\t\x12\x41\n\x08stage_ms\x18\x08 \x03(\x0b\x32/.mer.retrieval.v1.RetrieveResponse.StageMsEntry\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a.\n\x0cStageMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32^\n\tRetrieval\x12Q\n\x08Retrieve\x12!.mer.retrieval.v1.RetrieveRequest\x1a\".mer.retrieval.v1.RetrieveResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eserving/protos/retrieval.proto\x12\x10mer.retrieval.v1\"/\n\nEngagement\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08negative\x18\x02 \x01(\x08\"\x8d\x01\n\x0fRetrieveRequest\x12-\n\x07history\x18\x01 \x03(\x0b\x32\x1c.mer.retrieval.v1.Engagement\x12\x17\n\x0f\x66ollowed_topics\x18\x02 \x03(\t\x12\x0e\n\x06\x62udget\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x14\n\x0cmerge_policy\x18\x05 \x01(\t\"\x7f\n\tCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x11\n\tretriever\x18\x03 \x01(\t\x12\x11\n\tembedding\x18\x04 \x01(\x05\x12\x17\n\x0f\x63ondition_topic\x18\x05 \x01(\t\x12\x13\n\x0bitem_topics\x18\x06 \x03(\t\"\x97\x01\n\rEmbeddingInfo\x12\x11\n\tretriever\x18\x01 \x01(\t\x12\x11\n\tembedding\x18\x02 \x01(\x05\x12\x17\n\x0f\x63ondition_topic\x18\x03 \x01(\t\x12\x12\n\nimportance\x18\x04 \x01(\x02\x12\x0e\n\x06\x62udget\x18\x05 \x01(\x05\x12\x13\n\x0b\x63ontributed\x18\x06 \x01(\x05\x12\x0e\n\x06search\x18\x07 \x01(\t\"\xbd\x03\n\x10RetrieveResponse\x12/\n\ncandidates\x18\x01 \x03(\x0b\x32\x1b.mer.retrieval.v1.Candidate\x12\x33\n\nembeddings\x18\x02 \x03(\x0b\x32\x1f.mer.retrieval.v1.EmbeddingInfo\x12\x16\n\x0esampled_topics\x18\x03 \x03(\t\x12\x16\n\x0eignored_topics\x18\x04 \x03(\t\x12\x15\n\runknown_items\x18\x05 \x01(\x05\x12\x42\n\x08versions\x18\x06 \x03(\x0b\x32\x30.mer.retrieval.v1.RetrieveResponse.VersionsEntry\x12\x14\n\x0cmerge_policy\x18\x07 \x01(\t\x12\x41\n\x08stage_ms\x18\x08 \x03(\x0b\x32/.mer.retrieval.v1.RetrieveResponse.StageMsEntry\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a.\n\x0cStageMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32^\n\tRetrieval\x12Q\n\x08Retrieve\x12!.mer.retrieval.v1.RetrieveRequest\x1a\".mer.retrieval.v1.RetrieveResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,13 +42,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANDIDATE']._serialized_start=245
   _globals['_CANDIDATE']._serialized_end=372
   _globals['_EMBEDDINGINFO']._serialized_start=375
-  _globals['_EMBEDDINGINFO']._serialized_end=510
-  _globals['_RETRIEVERESPONSE']._serialized_start=513
-  _globals['_RETRIEVERESPONSE']._serialized_end=958
-  _globals['_RETRIEVERESPONSE_VERSIONSENTRY']._serialized_start=863
-  _globals['_RETRIEVERESPONSE_VERSIONSENTRY']._serialized_end=910
-  _globals['_RETRIEVERESPONSE_STAGEMSENTRY']._serialized_start=912
-  _globals['_RETRIEVERESPONSE_STAGEMSENTRY']._serialized_end=958
-  _globals['_RETRIEVAL']._serialized_start=960
-  _globals['_RETRIEVAL']._serialized_end=1054
+  _globals['_EMBEDDINGINFO']._serialized_end=526
+  _globals['_RETRIEVERESPONSE']._serialized_start=529
+  _globals['_RETRIEVERESPONSE']._serialized_end=974
+  _globals['_RETRIEVERESPONSE_VERSIONSENTRY']._serialized_start=879
+  _globals['_RETRIEVERESPONSE_VERSIONSENTRY']._serialized_end=926
+  _globals['_RETRIEVERESPONSE_STAGEMSENTRY']._serialized_start=928
+  _globals['_RETRIEVERESPONSE_STAGEMSENTRY']._serialized_end=974
+  _globals['_RETRIEVAL']._serialized_start=976
+  _globals['_RETRIEVAL']._serialized_end=1070
 # @@protoc_insertion_point(module_scope)

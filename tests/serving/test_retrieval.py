@@ -127,6 +127,7 @@ def reference_answer(stack, trained, history, negative, topics, budget):
 def test_answer_equals_numpy_reference(stack, client, trained, world):
     users = eval_users(world)
     assert len(users) >= 3
+    searches = set()
     for history, negative, topics in users:
         topics = topics[:5]
         response = client.retrieve(history, negative, topics, budget=60)
@@ -139,9 +140,13 @@ def test_answer_equals_numpy_reference(stack, client, trained, world):
             if c.retriever == "explicit":
                 assert c.condition_topic in c.item_topics
         assert sum(e.budget for e in response.embeddings) == 60
+        searches |= {(e.retriever, e.search) for e in response.embeddings}
         assert list(response.sampled_topics) == topics and dict(response.versions) == {"implicit": 1, "explicit": 1}
         again = client.retrieve(history, negative, topics, budget=60)
         assert [c.item_id for c in again.candidates] == [c.item_id for c in response.candidates]
+    # Both explicit paths ran (filtered ANN, and exact over a topic's items when
+    # the filtered list was short), and both matched the exact reference.
+    assert {("implicit", "ann"), ("explicit", "ann"), ("explicit", "exact_topic")} <= searches, searches
 
 
 def test_topic_sample_is_seeded_and_reproducible(client, world):
