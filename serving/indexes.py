@@ -47,10 +47,15 @@ class LoadedIndex:
     topic_vocabulary: frozenset
     item_row: np.ndarray
     embeddings: np.ndarray | None = None
+    topic_count: dict = dataclasses.field(default_factory=dict)
     _members: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def row(self, item: int) -> int:
         return int(self.item_row[item]) if item < len(self.item_row) else -1
+
+    def topic_size(self, topic: str) -> int:
+        """How many rows carry `topic`."""
+        return self.topic_count.get(topic, 0)
 
     def topic_members(self, topic: str) -> tuple[np.ndarray, np.ndarray]:
         """Rows carrying `topic` (ascending) and their embeddings `[M, d]`,
@@ -119,6 +124,7 @@ def load(base: str, retriever: str, version: int, numbers: ItemNumbers) -> Loade
     if embeddings is not None and embeddings.shape[0] != len(row_item):
         embeddings = None  # not the row-aligned float dataset
     loaded = LoadedIndex(retriever, version, index, row_item, topic_rows,
-                         _topic_vocabulary(base, retriever, version), item_row, embeddings)
+                         _topic_vocabulary(base, retriever, version), item_row, embeddings,
+                         {t: int(c.sum()) for t, c in topic_rows.items()})
     log.info("loaded %s index version %d (%d items, %s)", retriever, version, len(index.item_ids), index.config.kind)
     return loaded

@@ -240,30 +240,37 @@ class Retriever:
                      np.concatenate(weights), np.concatenate(importance), searches)
 
     def _search(self, index, vectors: np.ndarray, depth: int, topics: list[str] | None, needed: int):
-        """ANN search; for explicit embeddings with the relevance post-filter.
+        """ANN search; for explicit embeddings, a search restricted to the
+        items carrying the condition topic (the relevance post-filter).
 
-        An explicit list must still hold `needed` (budget + history)
-        candidates carrying its condition topic after filtering. When the
-        ANN list (`overfetch` x needed deep) falls short, that embedding is
-        scored exactly against the items carrying its topic instead (a
-        filtered exact search over the index's own float dataset): rare
-        topics and embeddings that point away from their topic's items
-        still get full, correct lists, at a bounded cost.
+        A topic carried by at most `exact_topic_max_items` items is scored
+        exactly over those items (the index's own float dataset; cost
+        proportional to the topic's size, and exact). A larger topic is
+        searched with ScaNN (`overfetch` x needed deep) and filtered; if
+        fewer than `needed` (budget + history) carriers survive, it falls
+        back to the exact topic search. Either way every explicit list is
+        full and holds only carriers.
 
         Returns: `(rows [K, D], scores [K, D], keep [K, D] bool, how [K])`.
         """
-        found, scores = index.index.search(vectors, depth)
         if topics is None:
+            found, scores = index.index.search(vectors, depth)
             return found, scores, np.ones(found.shape, bool), ["ann"] * len(found)
+        exact_ok = index.embeddings is not None
+        direct = [exact_ok and index.topic_size(t) <= self.cfg.exact_topic_max_items for t in topics]
+        ann = [j for j, d in enumerate(direct) if not d]
+        found, scores = index.index.search(vectors[ann], depth) if ann else (None, None)
         rows, row_scores, keep, how = [], [], [], []
         for j, topic in enumerate(topics):
-            carries = index.carries(topic)[np.maximum(found[j], 0)] & (found[j] >= 0)
-            if carries.sum() >= needed or index.embeddings is None:
-                rows.append(found[j])
-                row_scores.append(scores[j])
-                keep.append(carries)
-                how.append("ann")
-                continue
+            if not direct[j]:
+                a = ann.index(j)
+                carries = index.carries(topic)[np.maximum(found[a], 0)] & (found[a] >= 0)
+                if carries.sum() >= needed or not exact_ok:
+                    rows.append(found[a])
+                    row_scores.append(scores[a])
+                    keep.append(carries)
+                    how.append("ann")
+                    continue
             members, matrix = index.topic_members(topic)
             exact = matrix @ vectors[j]
             top = np.argpartition(-exact, needed - 1)[:needed] if len(exact) > needed else np.arange(len(exact))

@@ -23,11 +23,14 @@ class RetrievalConfig:
       num_explicit: K_ex, followed topics sampled per request.
       merge_policy: `round_robin` (paper) or `score`.
       score_floor: `score` policy: candidates each embedding is guaranteed.
-      overfetch: ANN depth of explicit embeddings, as a multiple of budget +
-        history, for the relevance post-filter (items without the condition
-        topic are dropped); a list still short after filtering is scored
-        exactly over the items carrying its topic. Implicit lists fetch
-        budget + history, which is always enough.
+      exact_topic_max_items: explicit embeddings whose condition topic is
+        carried by at most this many items are scored exactly over those
+        items (the relevance filter as a restricted exact search); larger
+        topics go through ScaNN + post-filter.
+      overfetch: ScaNN depth of explicit embeddings of large topics, as a
+        multiple of budget + history; a list still short after the
+        relevance filter is scored exactly over its topic's items. Implicit
+        lists fetch budget + history, which is always enough.
       index_poll_seconds: how often new index versions are looked for.
     """
 
@@ -43,4 +46,5 @@ class RetrievalConfig:
     merge_policy: str = "round_robin"
     score_floor: int = 10
     overfetch: float = 3.0
+    exact_topic_max_items: int = 100_000
     index_poll_seconds: float = 2.0
