@@ -14,7 +14,7 @@ Sections:
          item table is saved as `item_implicit/1` with its catalog by
          `export.exporter.save_version`; the same tower in-process (and its
          SavedModel signature) is the ceiling.
-  index  ScaNN item index (`export/index.py`) at each `--sizes` corpus size:
+  index  ScaNN item index (`common/item_index.py`) at each `--sizes` corpus size:
          item embeddings from the real item tower (`trainer.model`, random
          init, `synthetic-small` model config) over a synthetic item table;
          exact NumPy search (the reference) and ScaNN configurations: build
@@ -352,7 +352,7 @@ def index_configs(num_items: int) -> list[tuple[str, dict, dict]]:
     tree when `auto` chose brute force, and the automatic tree searching half
     and twice as many leaves. Rows whose configs resolve alike share one build.
     """
-    from export.index import IndexConfig, resolve_config
+    from common.item_index import IndexConfig, resolve_config
 
     auto = resolve_config(num_items, IndexConfig(kind="tree_ah"))
     fewer = max(1, auto.leaves_to_search // 2)
@@ -368,7 +368,7 @@ def index_configs(num_items: int) -> list[tuple[str, dict, dict]]:
 
 def index_section(sizes: list[int], quick: bool, seed: int = 0) -> dict:
     """Build time, recall@100 vs exact and 12-embedding request latency per size and config."""
-    from export.index import IndexConfig, build_index, exact_search, resolve_config
+    from common.item_index import IndexConfig, build_index, exact_search, resolve_config
 
     recall_queries, requests, warmup = (200, 60, 10) if quick else (1000, 400, 30)
     rows, embeddings_info = [], []

@@ -18,7 +18,7 @@ What it measures (the serving issue's bars):
          tower and index is written into the export base (each version
          directory copied from version 1 into a hidden sibling and renamed
          into place: the same weights, written the way `save_version` and
-         `export.index.save` write); traffic runs until responses report
+         `common.item_index.save` write); traffic runs until responses report
          versions {implicit: 2, explicit: 2}; failed requests are counted.
   Bars: p90 <= 15 ms at 1 client; zero errors in a >= 60 s run at 16
   clients; zero failed requests across the hot swap.
@@ -29,7 +29,7 @@ when its build.json exists): a synthetic `ItemTable` of `--items` items
 (K_im = 7) and a CR model built from the `synthetic-small` model config with
 RANDOM INIT (untrained), their user and item towers saved as version 1 by
 `export.exporter.save_version` with warmup requests, item embeddings from
-`model.item_embeddings`, one ScaNN index per retriever (`export.index`,
+`model.item_embeddings`, one ScaNN index per retriever (`common.item_index`,
 automatic config) and the serving files. Users: histories of 50 items drawn
 from 3 topics each, 5% negative, 5 followed topics (topics drawn by
 popularity), fixed seed; every request asks for `--budget` candidates.
@@ -139,7 +139,7 @@ def _create_variables(model, users: list[dict]) -> None:
 def _recall(model, index, embeddings: np.ndarray, users: list[dict], explicit: bool) -> dict:
     """recall@100 of the index vs exact search over the towers' unmasked
     embeddings of `users` (written as the index's recall.json)."""
-    from export.index import recall_at_k
+    from common.item_index import recall_at_k
     from trainer.layers._keras import tf
 
     inputs = {k: tf.constant(v) for k, v in _user_inputs(users, explicit).items()}
@@ -165,7 +165,7 @@ def build_export(directory: pathlib.Path, num_items: int, seed: int) -> dict:
     from benchmarks.export import synthetic_item_table, write_vocabularies
     from common import contract
     from export.exporter import CATALOG, catalog_text, save_version, write_serving_files
-    from export.index import IndexConfig, build_index, save
+    from common.item_index import IndexConfig, build_index, save
     from export.serving_files import warmup_requests
     from export.towers import ItemTower, UserTower
     from trainer.config import load_config

@@ -1,7 +1,7 @@
 """`mer build-index`: a ScaNN index of one retriever's item embeddings.
 
 Reads `<base>/embeddings/<retriever>/<version>/` (`mer embed-items`),
-builds the index (`export/index.py`; config by corpus size unless
+builds the index (`common/item_index.py`; config by corpus size unless
 overridden), measures recall@k against exact search over >= 1,000 real user
 embeddings (every unmasked embedding of each user, from the user-tower
 SavedModel run on eval records of `--data_dir`, else on the model's warmup
@@ -75,7 +75,7 @@ def run_build_index(base: str, retriever: str = contract.IMPLICIT, version: int 
     import tensorflow as tf
 
     from beam.embed_items import latest_version, read_embeddings
-    from export.index import build_index, recall_at_k, save
+    from common.item_index import build_index, recall_at_k, save
 
     if retriever not in contract.RETRIEVERS:
         raise ValueError(f"retriever={retriever!r}; allowed: {', '.join(contract.RETRIEVERS)}")
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     from common.logs import setup_logging
 
     setup_logging(args.verbose)
-    from export.index import IndexConfig
+    from common.item_index import IndexConfig
 
     fields = {f.name: f for f in dataclasses.fields(IndexConfig)}
     overrides = {}

@@ -28,7 +28,7 @@ class LoadedIndex:
     Attributes:
       retriever: `implicit` / `explicit`.
       version: the model version it belongs to.
-      index: `export.index.ItemIndex`-like (search, item_ids, topics).
+      index: `common.item_index.ItemIndex`-like (search, item_ids, topics).
       row_item: `[N]` int64, row -> global item number (shared by all
         indexes, so both retrievers' candidates de-duplicate).
       topic_rows: topic -> bool `[N]`, which rows carry the topic.
@@ -106,7 +106,7 @@ def _topic_vocabulary(base: str, retriever: str, version: int) -> frozenset:
 
 def load(base: str, retriever: str, version: int, numbers: ItemNumbers) -> LoadedIndex:
     """Loads `<base>/index/<retriever>/<version>/`."""
-    from export.index import load_index
+    from common.item_index import load_index
 
     index = load_index(contract.index_dir(base, retriever, version))
     topic_rows: dict[str, np.ndarray] = {}

@@ -307,7 +307,7 @@ def test_a_missing_serving_dependency_says_how_to_install_it(module, monkeypatch
 def test_index_build_without_scann_names_the_extra(monkeypatch):
     import numpy as np
 
-    from export.index import IndexConfig, build_index
+    from common.item_index import IndexConfig, build_index
 
     monkeypatch.setitem(sys.modules, "scann.scann_ops.py.scann_ops_pybind", None)
     with pytest.raises(ImportError, match=r"ScaNN index.*pip install 'mer\[serving\]'"):

@@ -38,7 +38,7 @@ def test_embed_items_equals_item_tower_in_process(kind, trained, indexed):
 def test_index_reloads_with_same_neighbours_and_exact_recall(indexed):
     from beam.embed_items import read_embeddings
     from export.build_index import user_query_embeddings
-    from export.index import exact_search, load_index
+    from common.item_index import exact_search, load_index
 
     items = read_embeddings(contract.embeddings_dir(indexed, contract.IMPLICIT, 1))
     index = load_index(contract.index_dir(indexed, contract.IMPLICIT, 1))
@@ -57,7 +57,7 @@ def test_tree_index_recall_on_eval_users_of_the_synthetic_world(indexed, world, 
     import shutil
 
     from export.build_index import run_build_index
-    from export.index import IndexConfig, load_index
+    from common.item_index import IndexConfig, load_index
 
     base = tmp_path / "base"
     shutil.copytree(indexed, base)

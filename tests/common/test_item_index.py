@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from common import contract
-from export import index as index_lib
-from export.index import (IndexConfig, build_index, exact_search, load_index, recall_at_k,
+from common import item_index as index_lib
+from common.item_index import (IndexConfig, build_index, exact_search, load_index, recall_at_k,
                           resolve_config, save)
 
 LAYOUT = {contract.INDEX_SEARCHER, contract.INDEX_ITEMS, contract.INDEX_TOPICS, contract.INDEX_BUILD,
