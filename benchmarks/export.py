@@ -44,6 +44,7 @@ import sys
 import time
 
 import numpy as np
+from benchmarks import write_result
 
 REQUEST_EMBEDDINGS = 12  # user embeddings per request: K_im implicit + K_ex explicit, rounded up
 K = 100
@@ -482,9 +483,7 @@ def main(argv=None) -> int:
         run, show = SECTIONS[name]
         results[name] = run(args)
         show(results[name])
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_result(args.out, results)
     return 0
 
 

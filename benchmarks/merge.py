@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import pathlib
 import platform
@@ -33,6 +32,7 @@ import time
 import numpy as np
 
 from common.merging import DEFAULT_FLOOR, budgets, round_robin, round_robin_sources, score_merge
+from benchmarks import write_result
 
 K_IMPLICIT, K_EXPLICIT, TOTAL, DEPTH = 7, 5, 1000, (1000, 1500)
 SCENARIOS = {  # name: (pool size, Zipf exponent)
@@ -144,9 +144,7 @@ def main(argv=None) -> int:
                          f"| {timings['old loop']['p50_us'] / t['p50_us']:.1f}x |")
     report["machine"]["loadavg_after"] = os.getloadavg()
     print("\n".join(lines))
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_result(args.out, report)
     print(f"wrote {out}")
     return 0
 

@@ -19,6 +19,7 @@ import sys
 import tempfile
 
 from benchmarks.rss import run_measured
+from benchmarks import write_result
 
 EVENTS_PER_USER = 37.5  # measured mean of the synthetic world (before dedup)
 WORKERS = ["--", "--runner=DirectRunner", "--direct_running_mode=multi_processing",
@@ -85,9 +86,7 @@ def main() -> int:
         result["time_ratio_last_over_first"] = round(rows[-1]["prepare_seconds"] / rows[0]["prepare_seconds"], 2)
         result["size_ratio"] = round(rows[-1]["events"] / rows[0]["events"], 2)
         print(f"time ratio {result['time_ratio_last_over_first']} for size ratio {result['size_ratio']}")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     return 0
 
 

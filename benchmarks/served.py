@@ -17,13 +17,13 @@ prints both HR@K (mean over seeds [95% bootstrap CI]); writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 
 import numpy as np
 
 import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
+from benchmarks import write_result
 
 
 def main(argv=None) -> int:
@@ -73,9 +73,7 @@ def main(argv=None) -> int:
             lines.append(f"| {dataset} | {variant} | {rows[variant]['seeds']} | " + " | ".join(
                 f"{cell(rows[variant]['max'], k)} / {cell(rows[variant]['served'], k)}" for k in ks) + " |")
     print("\n".join(lines))
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    write_result(args.out, report)
     return 0
 
 

@@ -65,6 +65,7 @@ import uuid
 from typing import NamedTuple
 
 import numpy as np
+from benchmarks import write_result
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 HISTORY = 50  # engagements per request (the towers' history_length)
@@ -697,9 +698,7 @@ def main(argv=None) -> int:
         drop_versions_above(base, 1)
     result["bars"] = bars(result)
     print_report(result)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     return 0
 
 
