@@ -277,3 +277,25 @@ def test_generated_stubs_match_the_proto(tmp_path):
                    check=True, capture_output=True, timeout=120)
     for name in ("retrieval_pb2.py", "retrieval_pb2_grpc.py"):
         assert (tmp_path / "serving/protos" / name).read_text() == (repo / "serving/protos" / name).read_text(), name
+
+
+def test_slow_model_server_is_deadline_exceeded(stack, world):
+    """A model server slower than the service's deadline: DEADLINE_EXCEEDED,
+    answered within the deadline (plus slack), never a hang."""
+    from serving.client import RetrievalClient
+    from serving.retrieval_config import RetrievalConfig
+    from serving.retrieval_server import RetrievalServer
+
+    cfg = RetrievalConfig(export_dir=stack["base"], model_server=stack["models"].address, deadline_ms=1)
+    service = RetrievalServer(cfg).start()
+    try:
+        service.wait_until_serving(timeout=60)
+        history, negative, topics = eval_users(world)[0]
+        with RetrievalClient(service.address, timeout=10) as client:
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as err:
+                client.retrieve(history, negative, topics, budget=20)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value
+            assert time.monotonic() - started < 2.0
+    finally:
+        service.stop()
