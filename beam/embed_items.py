@@ -119,6 +119,7 @@ def read_embeddings(directory: str) -> dict:
     spec = {ROW: tf.io.FixedLenFeature([], tf.int64), ITEM_ID: tf.io.FixedLenFeature([], tf.string),
             TOPICS: tf.io.RaggedFeature(tf.string), EMBEDDING: tf.io.RaggedFeature(tf.float32)}
     rows, ids, topics, vectors = [], [], [], []
+    # (the writer never publishes an empty directory: see run_embed_items)
     for batch in tf.data.TFRecordDataset(files).batch(65536).map(lambda x: tf.io.parse_example(x, spec)):
         rows.append(batch[ROW].numpy())
         ids += [i.decode() for i in batch[ITEM_ID].numpy()]
@@ -157,8 +158,6 @@ def run_embed_items(base: str, retriever: str = contract.IMPLICIT, version: int 
     model_path = contract.join(model_base, str(version))
     catalog = catalog_path(model_path)
     final = contract.embeddings_dir(base, retriever, version)
-    if tf.io.gfile.exists(final):
-        tf.io.gfile.rmtree(final)  # recomputed from the same immutable model version
     tmp = contract.join(base, contract.EMBEDDINGS_DIR, retriever, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
     started = time.time()
     log.info("embedding the catalog of %s with RunInference", model_path)
@@ -171,9 +170,19 @@ def run_embed_items(base: str, retriever: str = contract.IMPLICIT, version: int 
     items = int(sum(c.committed or 0 for c in counters))
     summary = {"model": model_path, "items": items, "all_items": all_items, "seconds": round(seconds, 2),
                "items_per_second": round(items / max(seconds, 1e-9), 1), "output": final}
+    if not items:
+        tf.io.gfile.rmtree(tmp)
+        raise ValueError(f"{catalog}: no item to embed (no corpus item; --all_items embeds every item)")
     with tf.io.gfile.GFile(contract.join(tmp, "embed.json"), "w") as handle:
         handle.write(json.dumps(summary, indent=2) + "\n")
+    # A rerun of the same (immutable) model version replaces the old output
+    # only once the new one is complete.
+    old = f"{tmp}-old"
+    if tf.io.gfile.exists(final):
+        tf.io.gfile.rename(final, old)
     tf.io.gfile.rename(tmp, final)
+    if tf.io.gfile.exists(old):
+        tf.io.gfile.rmtree(old)
     log.info("embedded %d items in %.1f s (%.0f items/s) -> %s", items, seconds, summary["items_per_second"], final)
     return summary
 

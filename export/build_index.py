@@ -81,22 +81,29 @@ def run_build_index(base: str, retriever: str = contract.IMPLICIT, version: int 
         raise ValueError(f"retriever={retriever!r}; allowed: {', '.join(contract.RETRIEVERS)}")
     version = version or latest_version(contract.join(base, contract.ITEM_MODEL[retriever]))
     items = read_embeddings(contract.embeddings_dir(base, retriever, version))
+    users, source = user_query_embeddings(base, retriever, version, data_dir, queries)
     started = time.time()
     index = build_index(items["embeddings"], items["item_ids"], items["topics"], cfg)
     build_seconds = time.time() - started
-    users, source = user_query_embeddings(base, retriever, version, data_dir, queries)
     if len(users) < queries:
         log.warning("recall measured on %d user embeddings (fewer than %d available from %s)", len(users), queries, source)
-    recall = recall_at_k(index, items["embeddings"], users, min(recall_k, len(items["item_ids"])))
-    recall["query_source"] = source
+    recall = None
+    if len(users):
+        recall = recall_at_k(index, items["embeddings"], users, min(recall_k, len(items["item_ids"])))
+        recall["query_source"] = source
     target = contract.index_dir(base, retriever, version)
     if overwrite and tf.io.gfile.exists(target):
         tf.io.gfile.rmtree(target)
     save(index, target, recall)
     summary = {"index": target, "items": len(items["item_ids"]), "config": index.config.__dict__,
                "build_seconds": round(build_seconds, 2), "recall": recall}
-    log.info("index of %d items (%s) built in %.1f s; recall@%d %.4f over %d user embeddings -> %s",
-             summary["items"], index.config.kind, build_seconds, recall["k"], recall["recall"], recall["queries"], target)
+    if recall is None:
+        log.warning("index of %d items (%s) built in %.1f s -> %s; no user embedding for a recall report (%s)",
+                    summary["items"], index.config.kind, build_seconds, target, source or "no requests")
+    else:
+        log.info("index of %d items (%s) built in %.1f s; recall@%d %.4f over %d user embeddings -> %s",
+                 summary["items"], index.config.kind, build_seconds, recall["k"], recall["recall"], recall["queries"],
+                 target)
     return summary
 
 
@@ -124,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        if key not in fields:
-            log.error("mer build-index: --set %s: unknown field; allowed: %s", item, ", ".join(fields))
+        try:
+            if key not in fields:
+                raise ValueError(f"unknown field; allowed: {', '.join(fields)}")
+            overrides[key] = value if key == "kind" else (float(value) if key == "anisotropic_threshold" else int(value))
+        except ValueError as err:
+            log.error("mer build-index: --set %s: %s", item, err)
             return 2
-        overrides[key] = value if key == "kind" else (float(value) if key == "anisotropic_threshold" else int(value))
     retrievers = contract.RETRIEVERS if args.retriever == "all" else (args.retriever,)
     results = []
     try:
@@ -139,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
         log.error("mer build-index: %s", err)
         return 2
-    print(json.dumps([{k: r[k] for k in ("index", "items", "build_seconds")} | {"recall": r["recall"]["recall"]}
-                      for r in results], indent=2))
+    print(json.dumps([{k: r[k] for k in ("index", "items", "build_seconds")}
+                      | {"recall": (r["recall"] or {}).get("recall")} for r in results], indent=2))
     return 0
 
 

@@ -153,8 +153,9 @@ def write_serving_files(base: str, serving_base_path: str | None = None, labels:
     from export.serving_files import batching_parameters, models_config, monitoring_config, write_text_proto
 
     seen = serving_base_path or (os.path.abspath(base) if "://" not in base else base)
-    present = {name: contract.join(seen, name) for name in ALL_MODELS if versions(contract.join(base, name))}
-    write_text_proto(contract.join(base, contract.MODELS_CONFIG), models_config(present, labels))
+    on_disk = {name: versions(contract.join(base, name)) for name in ALL_MODELS}
+    present = {name: contract.join(seen, name) for name in ALL_MODELS if on_disk[name]}
+    write_text_proto(contract.join(base, contract.MODELS_CONFIG), models_config(present, labels, present=on_disk))
     write_text_proto(contract.join(base, contract.BATCHING_PARAMETERS), batching_parameters())
     write_text_proto(contract.join(base, contract.MONITORING_CONFIG), monitoring_config())
     return sorted(present)
@@ -167,15 +168,16 @@ def export_models(model_dirs: list[str], base: str, version: int | None = None,
     written to `<base>/export.json`)."""
     import tensorflow as tf
 
+    from trainer.config import load_config
     from trainer.model_io import write_json
 
     started = time.time()
     tf.io.gfile.makedirs(base)
     version = int(version or next_version(base))
-    results = [export_retriever(d, base, version) for d in model_dirs]
-    kinds = [r["retriever"] for r in results]
+    kinds = [retriever_of(load_config(contract.join(d, "config.yaml")).model.kind) for d in model_dirs]
     if len(set(kinds)) != len(kinds):
         raise ValueError(f"one model per retriever expected, got {kinds} from {model_dirs}")
+    results = [export_retriever(d, base, version) for d in model_dirs]
     models = write_serving_files(base, serving_base_path, {"stable": version} if labels is None else labels)
     summary = {"base": base, "version": version, "models": models, "exports": results,
                "seconds": round(time.time() - started, 1)}

@@ -19,7 +19,8 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving refuses more
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 
-def models_config(models: dict[str, str], labels: dict[str, int] | None = None, num_versions: int = 2):
+def models_config(models: dict[str, str], labels: dict[str, int] | None = None, num_versions: int = 2,
+                  present: dict[str, list[int]] | None = None):
     """`ModelServerConfig` serving the latest `num_versions` versions of each model.
 
     Two by default: the retrieval service pins each request to the model
@@ -29,7 +30,10 @@ def models_config(models: dict[str, str], labels: dict[str, int] | None = None, 
 
     Args:
       models: `{name: base_path}` (absolute, or as the server will see it).
-      labels: `{label: version}` given to every model (e.g. `stable`).
+      present: `{name: [versions on disk]}`; labels skip models without
+        the labelled version.
+      labels: `{label: version}` (e.g. `stable`), given to each model that
+        has that version (TF Serving refuses a label of an unloaded version).
     """
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -38,7 +42,8 @@ def models_config(models: dict[str, str], labels: dict[str, int] | None = None, 
         model = config.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
         model.model_version_policy.latest.num_versions = num_versions
         for label, version in sorted((labels or {}).items()):
-            model.version_labels[label] = int(version)
+            if present is None or int(version) in present.get(name, []):
+                model.version_labels[label] = int(version)
     return config
 
 

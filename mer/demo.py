@@ -63,11 +63,10 @@ def served_hit_rates(client, requests: list[dict], ks=(20, 50, 100)) -> dict:
     import numpy as np
 
     report = {}
+    requests = [r for r in requests if r["history"]]  # both rows over the same records
     for name, with_topics in (("implicit", False), ("implicit+explicit", True)):
         hits = {k: [] for k in ks}
         for r in requests:
-            if with_topics is False and not r["history"]:
-                continue
             response = client.retrieve(r["history"], r["negative"], r["topics"] if with_topics else [],
                                        budget=max(ks), seed=1)
             ids = [c.item_id for c in response.candidates]

@@ -106,6 +106,7 @@ class Retriever:
         self.numbers = index_lib.ItemNumbers()
         self.loaded: dict[str, index_lib.LoadedIndex] = {}
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()  # one refresh at a time (poll thread, start-up wait)
 
     # -- indexes ---------------------------------------------------------------
     def refresh(self, available=None) -> list[str]:
@@ -113,26 +114,30 @@ class Retriever:
         AVAILABLE (`available(model, version) -> bool`; None = assume so).
         Returns what changed."""
         changed = []
-        for retriever in contract.RETRIEVERS:
-            found = index_lib.index_versions(self.cfg.export_dir, retriever)
-            current = self.loaded.get(retriever)
-            newer = [v for v in found if current is None or v > current.version]
-            for version in reversed(newer):
-                if available is None or available(contract.USER_MODEL[retriever], version):
-                    loaded = index_lib.load(self.cfg.export_dir, retriever, version, self.numbers)
-                    with self._lock:
-                        self.loaded[retriever] = loaded
-                    changed.append(f"{retriever}:{version}")
-                    break
+        with self._refreshing:
+            for retriever in contract.RETRIEVERS:
+                found = index_lib.index_versions(self.cfg.export_dir, retriever)
+                current = self.loaded.get(retriever)
+                newer = [v for v in found if current is None or v > current.version]
+                for version in reversed(newer):
+                    if available is None or available(contract.USER_MODEL[retriever], version):
+                        loaded = index_lib.load(self.cfg.export_dir, retriever, version, self.numbers)
+                        with self._lock:
+                            self.loaded[retriever] = loaded
+                        changed.append(f"{retriever}:{version}")
+                        break
         return changed
 
     def versions(self) -> dict[str, int]:
         return {r: i.version for r, i in self.loaded.items()}
 
     # -- request ---------------------------------------------------------------
-    def validate(self, request) -> Query:
-        """Checks a `RetrieveRequest`; raises RequestError naming the field."""
+    def validate(self, request, loaded: dict | None = None) -> Query:
+        """Checks a `RetrieveRequest` against the indexes `loaded` (the
+        request's snapshot; default the current ones); raises RequestError
+        naming the field."""
         cfg = self.cfg
+        loaded = self.loaded if loaded is None else loaded
         if request.budget < 0 or request.budget > cfg.max_budget:
             raise RequestError(f"budget={request.budget}: allowed 1..{cfg.max_budget} (0 = default {cfg.default_budget})")
         if len(request.history) > cfg.max_history:
@@ -147,7 +152,7 @@ class Retriever:
         policy = request.merge_policy or cfg.merge_policy
         if policy not in POLICIES:
             raise RequestError(f"merge_policy={policy!r}; allowed: {', '.join(POLICIES)} (or empty)")
-        explicit = self.loaded.get(contract.EXPLICIT)
+        explicit = loaded.get(contract.EXPLICIT)
         known, ignored = [], []
         for topic in dict.fromkeys(request.followed_topics):
             if not topic or len(topic) > cfg.max_id_length:
@@ -246,7 +251,8 @@ class Retriever:
         A topic carried by at most `exact_topic_max_items` items is scored
         exactly over those items (the index's own float dataset; cost
         proportional to the topic's size, and exact). A larger topic is
-        searched with ScaNN (`overfetch` x needed deep) and filtered; if
+        searched with ScaNN (`depth` = overfetch x budget + history) and
+        filtered; if
         fewer than `needed` (budget + history) carriers survive, it falls
         back to the exact topic search. Either way every explicit list is
         full and holds only carriers.
@@ -308,7 +314,7 @@ class Retriever:
             loaded = dict(self.loaded)
         if not loaded:
             raise UpstreamError(grpc.StatusCode.UNAVAILABLE, f"no index loaded from {self.cfg.export_dir}")
-        query = self.validate(request)
+        query = self.validate(request, loaded)
         towers = self.towers(query, loaded, deadline)
         t_towers = time.monotonic()
         lists = self.lists(query, loaded, towers)

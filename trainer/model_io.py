@@ -72,6 +72,8 @@ def write_artifacts(data_dir: str, model_dir: str, cfg: MerConfig, num_samples: 
         tf.io.gfile.makedirs(dest.rsplit("/", 1)[0])
         tf.io.gfile.copy(_join(data_dir, rel), dest, overwrite=True)
     head = [r.numpy() for r in tf.data.TFRecordDataset(match_files(train_pattern(data_dir, cfg))).take(50_000)]
+    if not head:
+        raise ValueError(f"{train_pattern(data_dir, cfg)}: no training record to keep as samples")
     step = max(1, len(head) // num_samples)
     with tf.io.TFRecordWriter(_join(model_dir, SAMPLES) + ".tmp") as writer:
         for record in head[::step][:num_samples]:

@@ -274,3 +274,14 @@ def test_model_refuses_a_data_dir_with_another_vocabulary(trained, world, tmp_pa
     with pytest.raises(ValueError, match="first difference at line 4"):
         load_trained(trained["dcm"], str(other))
     load_trained(trained["dcm"], world)  # the matching data directory is accepted
+
+
+def test_labels_only_name_versions_a_model_has():
+    """TF Serving refuses a label pointing at a version it has not loaded:
+    a model without the labelled version gets no label."""
+    from export.serving_files import models_config
+
+    config = models_config({"user_implicit": "/m/user_implicit", "user_explicit": "/m/user_explicit"},
+                           {"stable": 3}, present={"user_implicit": [2, 3], "user_explicit": [1, 2]})
+    labels = {c.name: dict(c.version_labels) for c in config.model_config_list.config}
+    assert labels == {"user_implicit": {"stable": 3}, "user_explicit": {}}
