@@ -130,16 +130,6 @@ def read_embeddings(directory: str) -> dict:
             "embeddings": np.concatenate(vectors)[order].astype(np.float32)}
 
 
-def latest_version(model_base: str) -> int:
-    import tensorflow as tf
-
-    found = [int(n.rstrip("/")) for n in (tf.io.gfile.listdir(model_base) if tf.io.gfile.isdir(model_base) else [])
-             if n.rstrip("/").isdigit() and tf.io.gfile.exists(contract.join(model_base, n.rstrip("/"), "saved_model.pb"))]
-    if not found:
-        raise FileNotFoundError(f"{model_base}: no exported version (run `mer export`)")
-    return max(found)
-
-
 def run_embed_items(base: str, retriever: str = contract.IMPLICIT, version: int | None = None,
                     beam_args: list[str] | None = None, num_shards: int = 4, all_items: bool = False) -> dict:
     """Embeds the catalog of `<base>/item_<retriever>/<version>` (latest by
@@ -154,7 +144,7 @@ def run_embed_items(base: str, retriever: str = contract.IMPLICIT, version: int 
     if retriever not in contract.RETRIEVERS:
         raise ValueError(f"retriever={retriever!r}; allowed: {', '.join(contract.RETRIEVERS)}")
     model_base = contract.join(base, contract.ITEM_MODEL[retriever])
-    version = version or latest_version(model_base)
+    version = version or contract.latest_model_version(base, contract.ITEM_MODEL[retriever])
     model_path = contract.join(model_base, str(version))
     catalog = catalog_path(model_path)
     final = contract.embeddings_dir(base, retriever, version)

@@ -45,6 +45,7 @@ EMBEDDINGS = "embeddings"  # float32 [B, K, d] (user) / [B, d] (item)
 IMPORTANCE = "importance"  # float32 [B, K]
 MASK = "mask"  # bool [B, K]
 
+SAVED_MODEL = "saved_model.pb"
 MODELS_CONFIG = "models.config"
 BATCHING_PARAMETERS = "batching_parameters.txt"
 MONITORING_CONFIG = "monitoring.config"
@@ -63,6 +64,35 @@ def join(*parts: str) -> str:
     """Joins path parts with '/' (local paths and gfile URIs alike)."""
     head, *rest = parts
     return "/".join([head.rstrip("/"), *[p.strip("/") for p in rest]])
+
+
+def versions(root: str, marker: str) -> list[int]:
+    """The complete versions under `root`: integer directories holding
+    `marker` (`saved_model.pb` for a model, `build.json` for an index).
+    Temporary `.tmp-*` siblings and half-written versions are not listed."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.isdir(root):
+        return []
+    names = (n.rstrip("/") for n in tf.io.gfile.listdir(root))
+    return sorted(int(n) for n in names if n.isdigit() and tf.io.gfile.exists(join(root, n, marker)))
+
+
+def model_versions(base: str, model: str) -> list[int]:
+    """Exported versions of `<base>/<model>/`."""
+    return versions(join(base, model), SAVED_MODEL)
+
+
+def latest_model_version(base: str, model: str) -> int:
+    """The newest exported version of `<base>/<model>/`.
+
+    Raises:
+      FileNotFoundError: none exported.
+    """
+    found = model_versions(base, model)
+    if not found:
+        raise FileNotFoundError(f"{join(base, model)}: no exported version (run `mer export`)")
+    return found[-1]
 
 
 def index_dir(base: str, retriever: str, version: int) -> str:

@@ -74,12 +74,12 @@ def run_build_index(base: str, retriever: str = contract.IMPLICIT, version: int 
     """
     import tensorflow as tf
 
-    from beam.embed_items import latest_version, read_embeddings
+    from beam.embed_items import read_embeddings
     from common.item_index import build_index, recall_at_k, save
 
     if retriever not in contract.RETRIEVERS:
         raise ValueError(f"retriever={retriever!r}; allowed: {', '.join(contract.RETRIEVERS)}")
-    version = version or latest_version(contract.join(base, contract.ITEM_MODEL[retriever]))
+    version = version or contract.latest_model_version(base, contract.ITEM_MODEL[retriever])
     items = read_embeddings(contract.embeddings_dir(base, retriever, version))
     users, source = user_query_embeddings(base, retriever, version, data_dir, queries)
     started = time.time()

@@ -31,24 +31,10 @@ CATALOG = "assets.extra/catalog.tsv"  # item model versions: row \t item_id \t i
 ALL_MODELS = tuple(contract.USER_MODEL.values()) + tuple(contract.ITEM_MODEL.values())
 
 
-def versions(model_base: str) -> list[int]:
-    """Integer version directories of one model that hold a SavedModel."""
-    import tensorflow as tf
-
-    if not tf.io.gfile.isdir(model_base):
-        return []
-    found = []
-    for name in tf.io.gfile.listdir(model_base):
-        name = name.rstrip("/")
-        if name.isdigit() and tf.io.gfile.exists(contract.join(model_base, name, "saved_model.pb")):
-            found.append(int(name))
-    return sorted(found)
-
-
 def next_version(base: str) -> int:
     """1 + the largest version of any model under `base` (all towers of one
     export share a version number)."""
-    return 1 + max([0] + [v for name in ALL_MODELS for v in versions(contract.join(base, name))])
+    return 1 + max([0] + [v for name in ALL_MODELS for v in contract.model_versions(base, name)])
 
 
 def retriever_of(kind: str) -> str:
@@ -153,7 +139,7 @@ def write_serving_files(base: str, serving_base_path: str | None = None, labels:
     from export.serving_files import batching_parameters, models_config, monitoring_config, write_text_proto
 
     seen = serving_base_path or (os.path.abspath(base) if "://" not in base else base)
-    on_disk = {name: versions(contract.join(base, name)) for name in ALL_MODELS}
+    on_disk = {name: contract.model_versions(base, name) for name in ALL_MODELS}
     present = {name: contract.join(seen, name) for name in ALL_MODELS if on_disk[name]}
     write_text_proto(contract.join(base, contract.MODELS_CONFIG), models_config(present, labels, present=on_disk))
     write_text_proto(contract.join(base, contract.BATCHING_PARAMETERS), batching_parameters())

@@ -89,11 +89,7 @@ class ItemNumbers:
 
 def index_versions(base: str, retriever: str) -> list[int]:
     """Complete index versions of a retriever (build.json present)."""
-    root = contract.join(base, contract.INDEX_DIR, retriever)
-    if not os.path.isdir(root):
-        return []
-    return sorted(int(n) for n in os.listdir(root)
-                  if n.isdigit() and os.path.exists(contract.join(root, n, contract.INDEX_BUILD)))
+    return contract.versions(contract.join(base, contract.INDEX_DIR, retriever), contract.INDEX_BUILD)
 
 
 def _topic_vocabulary(base: str, retriever: str, version: int) -> frozenset:

@@ -243,7 +243,7 @@ def test_failed_or_killed_export_leaves_no_version(trained, tmp_path, monkeypatc
     monkeypatch.setattr("export.serving_files.write_warmup", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
         exporter.export_models([trained["dcm"]], str(base))
-    assert exporter.versions(str(base / "user_implicit")) == [] and os.listdir(base / "user_implicit") == []
+    assert contract.model_versions(str(base), "user_implicit") == [] and os.listdir(base / "user_implicit") == []
     monkeypatch.undo()
     # SIGKILL while the SavedModel is being written: no integer version directory.
     proc = subprocess.Popen([sys.executable, "-m", "export.exporter", "--model_dir", trained["dcm"],
@@ -255,10 +255,10 @@ def test_failed_or_killed_export_leaves_no_version(trained, tmp_path, monkeypatc
     proc.wait()
     assert time.time() < deadline, "the export never started writing"
     assert not [n for n in os.listdir(base / "user_implicit") if n.isdigit()]
-    assert exporter.versions(str(base / "user_implicit")) == []
+    assert contract.model_versions(str(base), "user_implicit") == []
     # The next export is version 1, complete.
     assert exporter.export_models([trained["dcm"]], str(base))["version"] == 1
-    assert exporter.versions(str(base / "user_implicit")) == [1]
+    assert contract.model_versions(str(base), "user_implicit") == [1]
     with pytest.raises(FileExistsError, match="immutable"):
         exporter.export_models([trained["dcm"]], str(base), version=1)
 
