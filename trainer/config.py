@@ -56,7 +56,27 @@ class SourceConfig:
 
 @dataclasses.dataclass
 class SyntheticConfig:
-    """The seeded Pinterest-like world (SPEC §5)."""
+    """The seeded Pinterest-like world (SPEC §5).
+
+    Attributes:
+      seed: the world's seed; every user and item is a pure function of
+        (seed, index).
+      num_users: users in the world (~38 events each with the defaults).
+      num_items: items (pins).
+      num_topics: topics of the taxonomy (Zipf head/torso/tail popularity).
+      content_dim: length of each item's "pretrained" content vector.
+      days: days of engagements (the default split cuts at the last one).
+      start_timestamp: unix seconds of the first day's midnight.
+      events_per_day_core: mean (Poisson) engagements per day of a core user.
+      events_per_day_casual: the same for a casual user.
+      events_per_day_new: the same for a new user (active only in the last
+        few days).
+      explicit_share: share of engagements from the explicit retriever,
+        logged with a `source_topic` (one of the user's follows).
+      negative_share: share of negative engagements (`hide`).
+      missing_feature_share: share of items with missing features (invalid).
+      num_shards: raw files per output (events, items, follows, truth).
+    """
 
     seed: int = 0
     num_users: int = 300
@@ -81,6 +101,9 @@ class SplitConfig:
     Attributes:
       mode: `quantile` (T = numpy.quantile of de-duplicated timestamps) or
         `timestamp` (T given).
+      quantile: the quantile of `quantile` mode (0.9: the last 10% of events
+        are the eval period).
+      timestamp: T in unix seconds for `timestamp` mode.
     """
 
     mode: str = "quantile"
@@ -90,7 +113,29 @@ class SplitConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    """Data preparation (Beam) settings."""
+    """Data preparation (Beam) settings.
+
+    Attributes:
+      source: where the raw data comes from.
+      synthetic: the built-in world (`source.format: synthetic`).
+      split: the temporal train/eval split.
+      history_length: L, most recent earlier engagements per example.
+      min_history: events with fewer earlier events give no example.
+      negative_actions: `action` values that are negative engagements
+        (invalid in histories); any other action is positive.
+      negative_rating_max: MovieLens: a rating <= this is a negative action.
+      explicit_association: condition topic of explicit training examples:
+        `source` (the logged `source_topic`) or `item` (sampled from the
+        target item's own topics, the paper's weaker alternative).
+      derive_follows: derive follows from each user's training-period topic
+        shares instead of reading them (MovieLens has none).
+      derive_source_topic: an event without `source_topic` gets the
+        highest-ranked followed topic its item carries.
+      follow_min_share: `derive_follows`: topics with at least this share of
+        the user's training-period topic mass are followed.
+      max_follows: `derive_follows`: at most this many followed topics.
+      num_shards: TFRecord shards per prepared output.
+    """
 
     source: SourceConfig = dataclasses.field(default_factory=SourceConfig)
     synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
@@ -115,6 +160,19 @@ class DhenConfig:
 
     Hierarchy 1 = Transformer encoder || MLP; hierarchy 2 = parallel MaskNet
     || MLP; the parallel outputs of each hierarchy are summed.
+
+    Attributes:
+      field_dim: width every input field is projected to.
+      transformer_layers: hierarchy 1: Transformer encoder layers.
+      transformer_heads: hierarchy 1: attention heads.
+      transformer_ff_dim: hierarchy 1: Transformer feed-forward width.
+      mlp1_hidden: hierarchy 1: hidden width of the MLP.
+      masknet_blocks: hierarchy 2: parallel MaskNet blocks.
+      masknet_hidden: hierarchy 2: width of each MaskNet block's output.
+      masknet_projection_ratio: hierarchy 2: mask hidden width as a multiple
+        of the input width.
+      mlp2_hidden: hierarchy 2: hidden width of the MLP.
+      output_dim: width of the crossed output.
     """
 
     field_dim: int = 32
@@ -137,6 +195,13 @@ class ModelConfig:
       kind: `single` (one embedding), `dcm`, `mind`, `sa` (ComiRec-SA),
         `tokens` (interest tokens, MVKE without gating), `pfs`
         (PinnerFormer-subsequence concepts) or `cr` (Conditional Retrieval).
+      embedding_dim: d, width of the user and item embeddings (L2-normalised).
+      item_id_dim: item id embedding width in the item summariser.
+      topic_dim: topic embedding width (item topics; CR's condition topic).
+      categorical_dim: categorical feature embedding width.
+      summarizer_hidden: hidden width of the item summarisation MLP (eq. 4).
+      item_dim: width of a summarised item, the input of the interest
+        modules.
       num_interests: K_im.
       num_explicit: K_ex, followed topics per user at serving.
       routing_iterations: capsule routing steps (DCM, MIND).
@@ -152,6 +217,17 @@ class ModelConfig:
         recent item); `[]` = the condition alone. Picked on ml-100k's
         validation carve (seed 0, best val HR@50: [] 0.394, [latest] 0.431,
         [pooled, latest] 0.440).
+      gumbel_temperature: temperature of the `gumbel` association.
+      attention_dim: `sa`: hidden width of the self-attention.
+      pfs_concepts: `pfs`: number of offline k-means item concepts.
+      temperature: retrieval softmax temperature (scores are divided by it).
+      frequency_buckets: hash buckets of the streaming frequency estimator
+        (logQ correction).
+      frequency_alpha: its moving-average rate for the gap between
+        occurrences.
+      max_item_topics: topics kept per item (checked, not read by any stage
+        yet).
+      dhen: the DHEN feature crossing.
     """
 
     kind: str = "dcm"
@@ -186,6 +262,7 @@ class TrainConfig:
 
     Attributes:
       batch_size: global batch (split over replicas).
+      learning_rate: Adam learning rate.
       epochs: maximum epochs; early stopping may end sooner.
       steps_per_epoch: 0 = one pass over the training records.
       validation_fraction: the last share (by target time) of the *training*
@@ -214,7 +291,14 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class MerConfig:
-    """The whole resolved configuration."""
+    """The whole resolved configuration.
+
+    Attributes:
+      name: a label for the config (presets set it to their own name).
+      data: data preparation (`mer prepare`, `mer synthesize`).
+      model: the model (`model.kind` and its modules).
+      train: the training job.
+    """
 
     name: str = "default"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
