@@ -1,14 +1,21 @@
 """Reproduction benchmark: the paper's Tables 1, 2 and 6 with SPEC §6 numbers.
 
   python -m benchmarks.quality [--datasets synthetic,ml-100k,movielens-small]
-      [--seeds 0,1,2] [--tables main,ablation,cr] [--movielens_variants single,mind,dcm]
-      [--epochs 6] [--work runs/quality] [--out benchmarks/results/quality.json]
-      [--docs docs/results.md]
+      [--seeds 0,1,2] [--tables main,ablation,cr] [--variants single,mind,dcm]
+      [--baselines popularity,co-occurrence,als,ease] [--epochs 6] [--work runs/quality]
+      [--out benchmarks/results/quality.json] [--docs docs/results.md]
+
+Only the references, no model training; `--baselines ease` for EASE alone
+(measured on one busy core: 1.5 min for ml-100k, 6 min for movielens-small,
+mostly the Cholesky inverses of its 8586 x 8586 Gram matrix, one per λ):
+
+  python -m benchmarks.quality --tables main --variants= --baselines ease
 
 Every model is trained by the production job (`trainer.task.train`, early
 stopping on the validation carve of the training data) and scored by the
 production evaluator (`trainer.evaluation`); baselines (popularity,
-co-occurrence, ALS tuned on the validation carve) go through the same scorer.
+co-occurrence, ALS and EASE tuned on the validation carve) go through the
+same scorer.
 Runs are cached per (dataset, variant, seed) under `--work`, so an
 interrupted benchmark resumes; the tables show only what ran. Prints the
 tables, writes JSON and the markdown report.
@@ -149,7 +156,8 @@ def add(rows: dict, name: str, runs: list, ks, kept: dict | None = None) -> None
 
 
 # The rows each DCM row is compared with in the MovieLens bars; the CR bar's pair.
-BAR_OTHERS = ("single", "mind", "co-occurrence", "ALS (tuned)")
+BAR_OTHERS = ("single", "mind", "co-occurrence", "ALS (tuned)", "EASE (tuned)")
+BASELINES = ("popularity", "co-occurrence", "als", "ease")
 CR_PAIR = ("cr source-interest", "cr item-interest")
 
 
@@ -245,7 +253,15 @@ def run_model(dataset, data_dir, base_overrides, name, overrides, seed, epochs, 
     return results
 
 
-def run_baselines(dataset, data_dir, work, corpus, truth, seeds):
+def run_baselines(dataset, data_dir, work, corpus, truth, seeds, which=BASELINES,
+                  ease_max_items: int | None = None) -> tuple[dict, dict]:
+    """Scores the reference rows named in `which` (cached per dataset under
+    `work`). ALS and EASE are tuned on the validation carve of the training
+    data (`trainer.task.validation_split`), never on the eval split.
+
+    Returns: row name -> runs, and row name -> its tuning (picked
+    hyperparameters and every trial's validation HR).
+    """
     from trainer import baselines, features
     from trainer.config import load_config
     from trainer.data import target_timestamps
@@ -255,13 +271,20 @@ def run_baselines(dataset, data_dir, work, corpus, truth, seeds):
     cfg = load_config(DATASETS[dataset])
     train_pattern = f"{data_dir}/{features.TRAIN_IMPLICIT}-*{features.TFRECORD_SUFFIX}"
     eval_pattern = f"{data_dir}/{features.EVAL_IMPLICIT}-*{features.TFRECORD_SUFFIX}"
-    out, sequences = {}, None
+    unknown = set(which) - set(BASELINES)
+    if unknown:
+        raise ValueError(f"--baselines: unknown {sorted(unknown)}; expected some of {', '.join(BASELINES)}")
+    out, tuning, sequences, split = {}, {}, None, None
 
-    def score(name, make, seed=0):
+    def score(name, make, seed=0, params=None):
+        """`params`: the hyperparameters the run must have; a cached run
+        with others (an older tuning) is scored again."""
         nonlocal sequences
         path = work / dataset / "runs" / name / f"seed{seed}"
         if (path / "ranks.npz").exists():
-            return _load(path)
+            if params is None or json.loads((path / "run.json").read_text()).get("params") == params:
+                return _load(path)
+            log(f"{dataset} {name} seed {seed}: cached run has other parameters; scoring again")
         path.mkdir(parents=True, exist_ok=True)
         if sequences is None:
             sequences = baselines.training_sequences(train_pattern, cfg.data.history_length)
@@ -273,18 +296,50 @@ def run_baselines(dataset, data_dir, work, corpus, truth, seeds):
         _save(path, results, {**extra, "seconds": time.time() - started})
         return results
 
-    out["popularity"] = [score("popularity", lambda s: (baselines.Popularity(corpus), {}))]
-    out["co-occurrence"] = [score("co-occurrence", lambda s: (baselines.CoOccurrence(corpus, sequences), {}))]
-    tuned = work / dataset / "als_tuning.json"
-    if not tuned.exists():
-        split = validation_split(target_timestamps(train_pattern), cfg.train.validation_fraction)
-        log(f"{dataset}: tuning ALS on the validation carve ({split['validation_records']} records)")
-        best, trials = baselines.tune_als(corpus, train_pattern, split, cfg.data.history_length)
-        tuned.write_text(json.dumps({"best": best, "trials": trials}, indent=2) + "\n")
-    best = json.loads(tuned.read_text())["best"]
-    out["ALS (tuned)"] = [score("als", lambda s: (baselines.ALS(corpus, sequences, seed=s, **best),
-                                                  {"params": best}), seed) for seed in seeds]
-    return out
+    def carve():
+        nonlocal split
+        if split is None:
+            split = validation_split(target_timestamps(train_pattern), cfg.train.validation_fraction)
+        return split
+
+    if "popularity" in which:
+        out["popularity"] = [score("popularity", lambda s: (baselines.Popularity(corpus), {}))]
+    if "co-occurrence" in which:
+        out["co-occurrence"] = [score("co-occurrence",
+                                      lambda s: (baselines.CoOccurrence(corpus, sequences), {}))]
+    if "als" in which:
+        tuned = work / dataset / "als_tuning.json"
+        if not tuned.exists():
+            log(f"{dataset}: tuning ALS on the validation carve ({carve()['validation_records']} records)")
+            best, trials = baselines.tune_als(corpus, train_pattern, carve(), cfg.data.history_length)
+            tuned.write_text(json.dumps({"best": best, "trials": trials}, indent=2) + "\n")
+        tuning["ALS (tuned)"] = json.loads(tuned.read_text())
+        best = tuning["ALS (tuned)"]["best"]
+        out["ALS (tuned)"] = [score("als", lambda s: (baselines.ALS(corpus, sequences, seed=s, **best),
+                                                      {"params": best}), seed) for seed in seeds]
+    if "ease" in which:
+        max_items = ease_max_items or baselines.EASE_MAX_ITEMS
+        if len(corpus.ids) > max_items:
+            log(f"{dataset}: EASE not run: corpus {len(corpus.ids)} items > --ease_max_items {max_items}")
+            out["EASE (tuned)"] = [None]
+            return out, tuning
+        tuned = work / dataset / "ease_tuning.json"
+        grid = [float(x) for x in baselines.EASE_GRID]
+        if not tuned.exists() or json.loads(tuned.read_text()).get("grid") != grid:
+            log(f"{dataset}: tuning EASE λ on the validation carve ({carve()['validation_records']} records)")
+            started = time.time()
+            best, trials = baselines.tune_ease(corpus, train_pattern, carve(), cfg.data.history_length,
+                                               grid=grid, max_items=max_items)
+            tuned.write_text(json.dumps({"best": {"l2": best}, "grid": grid, "trials": trials,
+                                         "validation_range": carve()["validation_range"],
+                                         "seconds": time.time() - started}, indent=2) + "\n")
+        tuning["EASE (tuned)"] = json.loads(tuned.read_text())
+        best = tuning["EASE (tuned)"]["best"]
+        # Deterministic: one run, as popularity and co-occurrence.
+        out["EASE (tuned)"] = [score("ease", lambda s: (baselines.EASE(corpus, sequences, max_items=max_items,
+                                                                       **best), {"params": best}),
+                                     params=best)]
+    return out, tuning
 
 
 def _cell(block: dict, k: str) -> str:
@@ -314,7 +369,13 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default="synthetic,ml-100k,movielens-small")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tables", default="main,ablation,cr")
-    parser.add_argument("--variants", default=",".join(MAIN), help="Table 1 rows to train")
+    parser.add_argument("--variants", default=",".join(MAIN),
+                        help="Table 1 rows to train; empty (--variants=) trains none")
+    parser.add_argument("--baselines", default=",".join(BASELINES),
+                        help=f"reference rows of Table 1, some of {','.join(BASELINES)}; empty for none")
+    parser.add_argument("--ease_max_items", type=int, default=None,
+                        help="EASE is not run on a larger corpus (its items x items matrices are dense); "
+                             "default trainer.baselines.EASE_MAX_ITEMS")
     parser.add_argument("--cached_only", action="store_true",
                         help="train nothing: tabulate the runs already cached under --work")
     parser.add_argument("--epochs", type=int, default=6)
@@ -329,6 +390,11 @@ def main(argv=None) -> int:
     work = pathlib.Path(args.work)
     seeds = [int(s) for s in args.seeds.split(",")]
     tables = args.tables.split(",")
+    variants = [v for v in args.variants.split(",") if v]
+    reference = [b for b in args.baselines.split(",") if b]
+    for name in variants:
+        if name not in MAIN:
+            parser.error(f"--variants: unknown {name!r}; expected some of {', '.join(MAIN)}")
     report = {"command": "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]),
               "seeds": seeds, "epochs": args.epochs, "datasets": {}}
     for dataset in args.datasets.split(","):
@@ -343,9 +409,13 @@ def main(argv=None) -> int:
         ds_tables = tables
         if "main" in ds_tables:
             rows = {}
-            for name, runs in run_baselines(dataset, data_dir, work, corpus, truth, seeds).items():
+            runs_by_row, tuning = run_baselines(dataset, data_dir, work, corpus, truth, seeds, reference,
+                                                args.ease_max_items)
+            for name, runs in runs_by_row.items():
                 add(rows, name, runs, ks, kept)
-            for name in args.variants.split(","):
+            if tuning:
+                entry["tuning"] = tuning
+            for name in variants:
                 add(rows, name, [run_model(dataset, data_dir, base, name, MAIN[name], s, args.epochs, work, corpus,
                                            truth, args.cached_only) for s in seeds], ks, kept)
             entry["tables"]["main"] = rows
@@ -396,8 +466,9 @@ def write_docs(report: dict, path: pathlib.Path) -> None:
              "with early stopping on the validation carve of the training data (never the eval split).",
              "Cells: mean over seeds [95% bootstrap CI over eval records of the seed-averaged hits]. "
              "Protocol: SPEC §6 (exact scoring over the corpus, max over the user's embeddings, history "
-             "excluded). Baselines: popularity and co-occurrence are deterministic (1 run); ALS is tuned "
-             "once on the validation carve, then refit per seed.", ""]
+             "excluded). Baselines: popularity, co-occurrence and EASE are deterministic (1 run); ALS is "
+             "tuned once on the validation carve, then refit per seed; EASE's λ is picked on the "
+             "validation carve.", ""]
     for dataset, entry in report["datasets"].items():
         t = entry["tables"]
         scored = sorted({r["records"] for n, r in t.get("main", {}).items() if n != "not_run" and "records" in r})
@@ -409,7 +480,7 @@ def write_docs(report: dict, path: pathlib.Path) -> None:
             lines += table(t["main"], ks, extra_cols=cov if dataset == "synthetic" else ())
             lines += [""]
             segs = {n: s for n, s in t["main"].items() if n in ("single", "mind", "dcm", "co-occurrence",
-                                                                "ALS (tuned)")}
+                                                                "ALS (tuned)", "EASE (tuned)")}
             if segs:
                 lines += ["Per segment, HR@50:", "", "| model | " + " | ".join(
                     next(iter(segs.values()))["segments"]) + " |",
@@ -418,6 +489,7 @@ def write_docs(report: dict, path: pathlib.Path) -> None:
                     lines.append(f"| {n} | " + " | ".join(
                         f"{v['hr']['50']['mean']:.4f} (n={v['records']})" for v in s["segments"].values()) + " |")
                 lines += [""]
+            lines += tuning_lines(entry.get("tuning", {}))
         if "ablation" in t:
             lines += ["### Table 2 shape: DCM ablations", ""] + table(t["ablation"], ks, extra_cols=cov) + [""]
         if "picked_dcm" in entry:
@@ -444,6 +516,21 @@ def write_docs(report: dict, path: pathlib.Path) -> None:
               "variance is averaged, not resampled).", ""] + [f"- {b}" for b in bars(report)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+
+
+def tuning_lines(tuning: dict) -> list[str]:
+    """The hyperparameters each tuned baseline was scored with, and the
+    validation HR that picked them."""
+    out = []
+    if "ALS (tuned)" in tuning:
+        best = tuning["ALS (tuned)"]["best"]
+        out.append("`ALS (tuned)`: " + ", ".join(f"{k} {v}" for k, v in best.items()) + ", the best of "
+                   f"{len(tuning['ALS (tuned)']['trials'])} grid points by HR@50 on the validation carve.")
+    if "EASE (tuned)" in tuning:
+        ease = tuning["EASE (tuned)"]
+        out.append(f"`EASE (tuned)`: λ = {ease['best']['l2']:g}, picked by HR@50 on the validation carve ("
+                   + ", ".join(f"λ {t['l2']:g}: {t['val_hr_at_50']:.4f}" for t in ease["trials"]) + ").")
+    return out + [""] if out else []
 
 
 def bars(report: dict) -> list[str]:

@@ -160,3 +160,23 @@ def test_bars_state_the_paired_difference_of_each_comparison():
     assert ("ml-100k HR@50: DCM 0.3300 vs single 0.3000: met (paired difference +0.0300 [+0.0100, +0.0500])"
             in lines)
     assert "ml-100k HR@100: DCM 0.5000 vs single 0.4000: met" in lines  # no paired entry: no margin
+
+
+def test_ease_is_a_bar_reference_and_its_lambda_is_reported(tmp_path):
+    from benchmarks.quality import BAR_OTHERS
+
+    assert "EASE (tuned)" in BAR_OTHERS
+    tuning = {"EASE (tuned)": {"best": {"l2": 200.0}, "grid": [50.0, 200.0],
+                               "trials": [{"l2": 50.0, "val_hr_at_50": 0.31}, {"l2": 200.0, "val_hr_at_50": 0.33}]}}
+    report = {"command": "python -m benchmarks.quality", "seeds": [0], "epochs": 6, "datasets": {
+        "ml-100k": {"prepared": "p", "corpus": 10, "base_overrides": [], "tuning": tuning, "tables": {"main": {
+            "EASE (tuned)": {**_row(0.38, 0.52), "seeds": 1}, "dcm": _row(0.39, 0.50)}}}}}
+    lines = bars(report)
+    assert "ml-100k HR@50: DCM 0.3900 vs EASE (tuned) 0.3800: met" in lines
+    assert "ml-100k HR@100: DCM 0.5000 vs EASE (tuned) 0.5200: NOT met" in lines
+    write_docs(report, tmp_path / "results.md")
+    text = (tmp_path / "results.md").read_text()
+    assert "| EASE (tuned) | 1 | 0.1900 [0.180, 0.200] | 0.3800 [0.370, 0.390]" in text
+    assert ("`EASE (tuned)`: λ = 200, picked by HR@50 on the validation carve (λ 50: 0.3100, λ 200: 0.3300)."
+            in text)
+    assert "| EASE (tuned) | 0.3800 (n=5) |" in text  # per-segment row

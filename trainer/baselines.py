@@ -1,6 +1,6 @@
 """Reference baselines any user could pick instead of a two-tower model.
 
-All three score the same records over the same corpus as the model, through
+Every baseline scores the same records over the same corpus as the model, through
 `trainer.evaluation.evaluate_scorer` (SPEC §6), from the prepared artifacts:
 
 * `Popularity`: training engagement counts.
@@ -12,6 +12,16 @@ All three score the same records over the same corpus as the model, through
   dependency: `pip install -e .[bench]`); a record's user vector is solved
   from its history alone (`recalculate_user`), hyperparameters picked on a
   validation split carved from the end of the training data (`tune_als`).
+* `EASE`: closed-form item-item regression (Steck 2019, "Embarrassingly
+  Shallow Autoencoders"): P = (XᵀX + λI)⁻¹ over the binary user × item
+  training matrix X, B = I - P·diag(1/diag(P)) (so diag(B) = 0, an item never
+  explains itself); score(j) = sum of B[h, j] over the record's history items
+  h. λ picked on the validation carve (`tune_ease`). The dense items × items
+  Gram matrix is refused above `max_items` (`EASE_MAX_ITEMS`).
+
+Every baseline reads a record's whole history, negative engagements
+included: they are engagements (SPEC §6.1), and only the model's towers mark
+them invalid.
 
 Training sequences are rebuilt from the training examples: example n's
 history ends with event n-1 and its target is event n, so following
@@ -22,6 +32,7 @@ exact SPEC §6 order (items are unique per user after de-duplication).
 from __future__ import annotations
 
 import itertools
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -153,6 +164,122 @@ class ALS:
 
 
 ALS_GRID = {"factors": (64, 128, 256), "regularization": (0.001, 0.01, 0.1), "alpha": (0.5, 1.0, 4.0)}
+
+
+def _ease_weights(matrix, l2: float) -> np.ndarray:
+    """B = I - P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹, as float32 `[C, C]`.
+
+    Cholesky (LAPACK potrf + potri) instead of a general inverse: the Gram
+    matrix plus λI is symmetric positive definite, and this halves the work.
+    """
+    from scipy.linalg import lapack
+
+    n = matrix.shape[1]
+    gram = (matrix.T @ matrix).toarray(order="F")  # float64, Fortran order: LAPACK works in place
+    gram[np.diag_indices(n)] += l2
+    factor, info = lapack.dpotrf(gram, lower=0, overwrite_a=1, clean=0)
+    if info == 0:
+        p, info = lapack.dpotri(factor, lower=0, overwrite_c=1)
+    if info != 0:
+        raise ValueError(f"EASE l2={l2}: XᵀX + λI is not positive definite (LAPACK info {info}); "
+                         f"expected l2 > 0")
+    del gram, factor
+    # potri fills the upper triangle only; mirror it block by block (no n x n temporary).
+    step = 1024
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
+        p[lo:hi, :lo] = p[:lo, lo:hi].T
+        block = p[lo:hi, lo:hi]
+        p[lo:hi, lo:hi] = np.triu(block) + np.triu(block, 1).T
+    diag = np.diag(p).copy()
+    weights = np.empty((n, n), np.float32)
+    for lo in range(0, n, step):
+        weights[lo:lo + step] = -p[lo:lo + step] / diag[None, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+EASE_MAX_ITEMS = 30_000
+
+
+class EASE:
+    """Closed-form item-item regression (see module docstring).
+
+    Args:
+      corpus: the eval corpus; its size C sets the `[C, C]` weights.
+      sequences: training item sequences (one per user).
+      l2: λ, the ridge penalty on B (Steck's ML-20M value is 500).
+      max_items: refuse corpora above this many items; fitting holds at
+        least 12 C² bytes (the float64 Gram / inverse and the float32
+        weights; more while the sparse Gram is densified): 10 GiB at 30,000.
+
+    Raises:
+      ValueError: the corpus has more than `max_items` items, or l2 <= 0.
+    """
+
+    def __init__(self, corpus: Corpus, sequences, l2: float = 500.0, max_items: int = EASE_MAX_ITEMS):
+        from scipy import sparse
+
+        n = len(corpus.ids)
+        if n > max_items:
+            raise ValueError(f"EASE: the corpus has {n} items, above max_items={max_items}: its dense "
+                             f"items x items matrices would need at least {12 * n * n / 2**30:.1f} GiB; "
+                             f"raise max_items if the machine has the memory, or pick another baseline")
+        if not l2 > 0:
+            raise ValueError(f"EASE l2={l2}: expected a positive ridge penalty")
+        seqs = _columns(corpus, sequences)
+        rows = np.concatenate([np.full(len(s), u) for u, s in enumerate(seqs)]) if seqs else np.zeros(0, int)
+        cols = np.concatenate(seqs) if seqs else np.zeros(0, int)
+        matrix = sparse.csr_matrix((np.ones(len(rows), np.float64), (rows, cols)), shape=(len(seqs), n))
+        matrix.data[:] = 1.0  # binary, even if a sequence repeats an item
+        self.weights = _ease_weights(matrix, float(l2))
+        self.corpus = corpus
+        self.params = {"l2": float(l2)}
+
+    def __call__(self, batch: dict) -> np.ndarray:
+        h = _history_matrix(self.corpus, batch)
+        h.data[:] = 1.0
+        return np.asarray(h @ self.weights, np.float32)
+
+
+# λ grid: Steck's ML-20M optimum (500) and below, for MovieLens-sized data.
+EASE_GRID = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+
+
+def select_ease_l2(corpus: Corpus, sequences, records: Callable[[], Iterator[dict]], k: int = 50,
+                   grid=EASE_GRID, max_items: int = EASE_MAX_ITEMS) -> tuple[float, list[dict]]:
+    """The λ of `grid` with the best HR@k on `records`, EASE fit on `sequences`.
+
+    Args:
+      records: called once per λ, returns the record batches to score.
+
+    Returns: the best λ (the smaller on a tie) and every trial's result.
+    """
+    trials = []
+    for l2 in grid:
+        model = EASE(corpus, sequences, l2=l2, max_items=max_items)
+        ranks = evaluate_scorer(model, corpus, records(), coverage_k=1).ranks
+        trials.append({"l2": float(l2), f"hr_at_{k}": float((ranks <= k).mean())})
+    best = max(trials, key=lambda t: (t[f"hr_at_{k}"], -t["l2"]))
+    return best["l2"], trials
+
+
+def tune_ease(corpus: Corpus, pattern: str, split: dict, history_length: int = 50, k: int = 50,
+              grid=EASE_GRID, max_records: int = 5000,
+              max_items: int = EASE_MAX_ITEMS) -> tuple[float, list[dict]]:
+    """λ on the validation carve (`trainer.task.validation_split`), as
+    `tune_als`: fit on the training sequences before the cutoff, HR@k on
+    the training records after it; the eval split is never read.
+
+    Returns: the best λ and every trial's result (`val_hr_at_{k}`).
+    """
+    sequences = training_sequences(pattern, history_length, split["train_range"])
+    best, trials = select_ease_l2(
+        corpus, sequences,
+        lambda: iter_records(pattern, 512, history_length, time_range=split["validation_range"],
+                             limit=max_records),
+        k=k, grid=grid, max_items=max_items)
+    return best, [{"l2": t["l2"], f"val_hr_at_{k}": t[f"hr_at_{k}"]} for t in trials]
 
 
 def tune_als(corpus: Corpus, pattern: str, split: dict, history_length: int = 50, k: int = 50,
