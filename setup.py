@@ -24,6 +24,7 @@ BENCH = ["implicit==0.7.2", "scipy"]
 # this extra when one is missing). 1.80 keeps protobuf < 7, which TensorFlow
 # 2.20 and Beam 2.77 need.
 SERVING = ["scann==1.4.2", "grpcio-health-checking==1.80.*", "prometheus-client"]
+REPORT = ["matplotlib"]
 EXTRAS = {
     "serving": SERVING,
     # Dataflow runner and GCS/BigQuery IO for `mer prepare` / `mer embed-items`.
@@ -34,7 +35,9 @@ EXTRAS = {
     "kubeflow": ["kfp>=2,<3"],
     # bench: reference baselines of benchmarks/quality.py (ALS, co-occurrence).
     "bench": BENCH,
-    "test": ["pytest", "pytest-timeout", "grpcio-tools==1.80.*", *SERVING, *BENCH],
+    # `mer report`: the HTML run report's plots.
+    "report": REPORT,
+    "test": ["pytest", "pytest-timeout", "grpcio-tools==1.80.*", *SERVING, *BENCH, *REPORT],
 }
 
 setup(

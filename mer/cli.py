@@ -14,11 +14,12 @@ import logging
 import sys
 
 STAGES = ("synthesize", "prepare", "train", "evaluate", "export", "embed-items", "build-index", "serve", "query",
-          "demo")
+          "demo", "report")
 # Stages with their own argument parser (also runnable as `python -m <module>`).
 DELEGATED = {"train": "trainer.task", "evaluate": "trainer.evaluate", "export": "export.exporter",
              "embed-items": "beam.embed_items", "build-index": "export.build_index",
-             "serve": "serving.main:serve_main", "query": "serving.main:query_main", "demo": "mer.demo"}
+             "serve": "serving.main:serve_main", "query": "serving.main:query_main", "demo": "mer.demo",
+             "report": "mer.report"}
 NOT_YET: dict[str, str] = {}
 
 
