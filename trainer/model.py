@@ -26,6 +26,7 @@ from trainer.layers.interest_tokens import InterestTokens
 from trainer.layers.item_feature_store import ItemFeatureStore
 from trainer.layers.item_summarizer import ItemSummarizer
 from trainer.layers.self_attentive import SelfAttentiveInterests
+from trainer.layers.step_seed import step_seed
 from trainer.layers.subsequence_concepts import SubsequenceConcepts
 
 IMPLICIT_KINDS = ("dcm", "mind", "sa", "tokens", "pfs")
@@ -50,6 +51,7 @@ class MultiEmbeddingModel(tfrs.Model):
         super().__init__()
         self.cfg = cfg
         self.kind = cfg.kind
+        self.seed = seed
         files = table.vocab_files if asset_vocabularies else {}
         if asset_vocabularies and not files:
             raise ValueError("asset_vocabularies=True needs an item table loaded from files")
@@ -177,9 +179,10 @@ class MultiEmbeddingModel(tfrs.Model):
         """
         return self._user_tower(inputs, training, conditions)[0]
 
-    def _user_tower(self, inputs: dict, training=None, conditions: tf.Tensor | None = None):
+    def _user_tower(self, inputs: dict, training=None, conditions: tf.Tensor | None = None, seed=None):
         """`user_embeddings` plus, for implicit kinds, the crossing's inputs
-        `(conditions [B, K, c], pooled [B, e], latest [B, e])` (else None)."""
+        `(conditions [B, K, c], pooled [B, e], latest [B, e])` (else None).
+        `seed`: the training step's `[2]` seed for the interest module's draws."""
         hist = self._history(inputs)
         batch = tf.shape(hist["pooled"])[0]
         if self.kind == "single":
@@ -194,6 +197,8 @@ class MultiEmbeddingModel(tfrs.Model):
             return {"embeddings": emb, "importance": tf.cast(mask, tf.float32), "mask": mask}, None
         module_inputs = {"items": hist["items"], "valid": hist["valid"], "mask": hist["mask"],
                          "item_index": hist["index"]}
+        if seed is not None:
+            module_inputs["seed"] = seed
         out = self.interests(module_inputs, training=training)
         # A user with no usable item keeps one embedding (from the pooled fields).
         none = tf.logical_not(tf.reduce_any(out["mask"], axis=1, keepdims=True))
@@ -203,7 +208,7 @@ class MultiEmbeddingModel(tfrs.Model):
         return {"embeddings": emb, "importance": out["importance"], "mask": mask}, (
             out["capsules"], hist["pooled"], hist["latest"])
 
-    def _select(self, user: dict, cross_inputs, target: tf.Tensor, training):
+    def _select(self, user: dict, cross_inputs, target: tf.Tensor, training, seed=None):
         """The associated embedding `[B, d]` that the loss trains (eq. 8) and
         its slot `[B]`.
 
@@ -216,6 +221,8 @@ class MultiEmbeddingModel(tfrs.Model):
         `recompute_selected = False` takes the plain path (equivalence test).
         """
         inputs = {"embeddings": user["embeddings"], "mask": user["mask"], "target": target}
+        if seed is not None:
+            inputs["seed"] = seed
         if not (self.recompute_selected and training and cross_inputs is not None and self.association.mode == "argmax"):
             chosen = self.association(inputs, training=training)
             return chosen["selected"], chosen["index"]
@@ -226,11 +233,23 @@ class MultiEmbeddingModel(tfrs.Model):
         return self._cross(chosen, pooled, latest)[:, 0, :], index
 
     # -- training --------------------------------------------------------------
+    def _step_seed(self, training):
+        """The seed of this training step's random draws (VA-FPI's first
+        centroid, MIND's Gaussian init, Gumbel noise): a function of the
+        seed and the optimizer step, which a backup restores, so a resumed
+        job draws what an uninterrupted one draws. None outside `fit`
+        (no optimizer): the layers then draw from stateful ops."""
+        optimizer = getattr(self, "optimizer", None)
+        if not training or optimizer is None:
+            return None
+        return step_seed(self.seed, optimizer.iterations)
+
     def compute_loss(self, inputs, training=False):
         target_ids = inputs[features.TARGET_ITEM_ID]
         target = self.item_embeddings(target_ids)
-        user, cross_inputs = self._user_tower(inputs, training=training)
-        selected, index = self._select(user, cross_inputs, target, training)
+        seed = self._step_seed(training)
+        user, cross_inputs = self._user_tower(inputs, training=training, seed=seed)
+        selected, index = self._select(user, cross_inputs, target, training, seed)
         probability = self.frequency(target_ids, training=training)
         self.diag["pairwise_cosine"].update_state(
             diagnostics.mean_pairwise_cosine(user["embeddings"], user["mask"]))

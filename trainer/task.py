@@ -12,10 +12,12 @@ it reads. What it does:
    order is a pure function of the seed.
 3. Preemption: `BackupAndRestore` saves every `train.checkpoint_every_steps`
    steps; on restart the model, optimizer, frequency estimator and step
-   counters come back from it, and the input stream skips exactly the
-   batches already trained, so no example of the resumed epoch is trained
-   twice and none is skipped (Keras alone would replay the epoch's first
-   batches). Work after the last backup is lost and redone.
+   counters come back from it (the training-time random draws are functions
+   of the seed and the step counter: `trainer/layers/step_seed.py`), and the
+   input stream skips exactly the batches already trained, so no example of
+   the resumed epoch is trained twice and none is skipped (Keras alone would
+   replay the epoch's first batches). Work after the last backup is lost and
+   redone.
 4. Each epoch: exact validation HR@K (SPEC §6 scoring) and the collapse
    diagnostics go to the Keras logs, TensorBoard and the tuning metric file
    (one line per epoch, then the best epoch's value last); early stopping

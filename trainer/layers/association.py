@@ -1,6 +1,7 @@
 """Condition association: which user embedding a target item trains (eq. 8)."""
 
 from trainer.layers._keras import NEG_INF, keras, register, tf
+from trainer.layers.step_seed import layer_seed
 
 
 @register
@@ -19,9 +20,17 @@ class InterestAssociation(keras.layers.Layer):
     Gumbel noise, selection becomes uniform, and every embedding is trained
     on every target, which collapses them (measured: pairwise cosine 1.0).
 
-    Call args: `embeddings [B, K, d]`, `mask [B, K]` bool, `target [B, d]`.
+    The Gumbel noise is a stateless function of the optional `seed` input
+    (`[2]` int; the model passes one per optimizer step, `step_seed.py`),
+    so a job resumed from a checkpoint draws what an uninterrupted one
+    draws; without it the noise comes from a stateful random op.
+
+    Call args: `embeddings [B, K, d]`, `mask [B, K]` bool, `target [B, d]`,
+    optional `seed [2]`.
     Returns: dict `selected [B, d]`, `index [B]` int32.
     """
+
+    SEED_SALT = 2  # folded into the step seed (`layer_seed`)
 
     def __init__(self, mode="argmax", temperature=1.0, score_scale=1.0, **kwargs):
         super().__init__(**kwargs)
@@ -37,7 +46,7 @@ class InterestAssociation(keras.layers.Layer):
         scores = tf.where(mask, scores, NEG_INF)
         k = tf.shape(emb)[1]
         if self.mode == "gumbel" and training:
-            uniform = tf.random.uniform(tf.shape(scores), 1e-9, 1.0)
+            uniform = self._uniform(tf.shape(scores), inputs.get("seed"))
             noisy = (scores - tf.math.log(-tf.math.log(uniform))) / self.temperature
             soft = tf.nn.softmax(noisy, axis=-1)
             index = tf.argmax(noisy, axis=-1, output_type=tf.int32)
@@ -47,6 +56,12 @@ class InterestAssociation(keras.layers.Layer):
             index = tf.argmax(scores, axis=-1, output_type=tf.int32)
             weights = tf.one_hot(index, k, dtype=emb.dtype)
         return {"selected": tf.einsum("bk,bkd->bd", weights, emb), "index": index}
+
+    def _uniform(self, shape, seed):
+        """U(1e-9, 1) noise `shape`, stateless when `seed` is given."""
+        if seed is None:
+            return tf.random.uniform(shape, 1e-9, 1.0)
+        return tf.random.stateless_uniform(shape, layer_seed(seed, self.SEED_SALT), 1e-9, 1.0)
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode, "temperature": self.temperature,

@@ -2,6 +2,7 @@
 
 from trainer.layers._keras import NEG_INF, keras, register, tf
 from trainer.layers.farthest_point_init import farthest_point_init
+from trainer.layers.step_seed import layer_seed
 from trainer.layers.squash import squash
 
 
@@ -18,6 +19,9 @@ class DifferentiableClustering(keras.layers.Layer):
     serving embedding must not change between two identical requests); during
     training it is a uniformly random eligible item, as in the paper. The
     Gaussian (MIND) init uses a fixed-seed stateless draw at inference.
+    Training draws are stateless functions of the `seed` input when one is
+    given (the model passes one per optimizer step, `step_seed.py`), so a
+    job resumed from a checkpoint draws what an uninterrupted one draws.
 
     Args:
       num_clusters: K_im.
@@ -37,11 +41,15 @@ class DifferentiableClustering(keras.layers.Layer):
       items: `[B, L, d_in]` item representations e_i.
       valid: `[B, L]` bool, per-item validity (features present, not negative).
       mask: `[B, L]` bool, non-padding positions.
+      seed: optional `[2]` int, the step's seed for the training draws;
+        without it training draws from stateful random ops.
 
     Returns:
       dict: `capsules [B, K, dim]`, `importance [B, K]` (sum_i b_ij),
       `mask [B, K]` bool, `routing [B, L, K]`.
     """
+
+    SEED_SALT = 1  # folded into the step seed (`layer_seed`)
 
     def __init__(self, num_clusters=7, dim=32, iterations=3, init="va_fpi",
                  single_assignment=True, validity_filter=True, seed=0, routing_gradient="last",
@@ -65,16 +73,20 @@ class DifferentiableClustering(keras.layers.Layer):
         self.bilinear.build(input_shape["items"] if isinstance(input_shape, dict) else input_shape)
         super().build(input_shape)
 
-    def _first_index(self, eligible, training):
+    def _first_index(self, eligible, training, seed=None):
         if training:
             logits = tf.where(eligible, 0.0, NEG_INF)
-            return tf.cast(tf.random.categorical(logits, 1)[:, 0], tf.int32)
+            if seed is None:
+                return tf.cast(tf.random.categorical(logits, 1)[:, 0], tf.int32)
+            return tf.cast(tf.random.stateless_categorical(logits, 1, seed)[:, 0], tf.int32)
         length = tf.shape(eligible)[1]
         positions = tf.where(eligible, tf.range(length)[None, :], -1)
         return tf.maximum(tf.reduce_max(positions, axis=1), 0)
 
     def call(self, inputs, training=None):
         items, valid, mask = inputs["items"], inputs["valid"], inputs["mask"]
+        seed = inputs.get("seed")
+        seed = None if seed is None else layer_seed(seed, self.SEED_SALT)
         mapped = self.bilinear(items)
         points = tf.stop_gradient(mapped) if self.routing_gradient == "last" else mapped
         eligible = tf.logical_and(mask, valid) if self.validity_filter else mask
@@ -82,14 +94,16 @@ class DifferentiableClustering(keras.layers.Layer):
         batch = tf.shape(points)[0]
         if self.init == "gaussian":
             shape = tf.stack([batch, self.num_clusters, self.dim])
-            if training:
+            if training and seed is None:
                 capsules = tf.random.normal(shape)
+            elif training:
+                capsules = tf.random.stateless_normal(shape, seed=seed)
             else:
                 capsules = tf.random.stateless_normal(shape, seed=[self.seed, 17])
             cmask = tf.tile(tf.reduce_any(routed, axis=1, keepdims=True), [1, self.num_clusters])
         else:
             capsules, cmask = farthest_point_init(
-                points, eligible, self.num_clusters, self._first_index(eligible, training)
+                points, eligible, self.num_clusters, self._first_index(eligible, training, seed)
             )
         routed_f = tf.cast(routed, points.dtype)[..., None]
         routing = tf.zeros(tf.stack([batch, tf.shape(points)[1], self.num_clusters]))
