@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import logging
 import os
 import pathlib
 import platform
@@ -68,6 +69,7 @@ import numpy as np
 from benchmarks import write_result
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+log = logging.getLogger("benchmarks.serving")
 HISTORY = 50  # engagements per request (the towers' history_length)
 HOME_TOPICS = 3  # topics a synthetic user's history is drawn from
 FOLLOWED = 5  # followed topics per request (= K_ex, so all are used)
@@ -77,6 +79,8 @@ WARMUP_USERS = 64  # rows of the user towers' warmup requests
 EMBED_BATCH = 65536
 STAGES = ("towers", "ann", "merge", "total")
 SWAPPED = 2  # the version written during the hot swap
+# Cached exports of another format are rebuilt (2: explicit topic indexes).
+EXPORT_FORMAT = 2
 # Answered, but not with `budget` distinct candidates.
 VIOLATIONS = ("SHORT_RESPONSE", "DUPLICATE_CANDIDATES")
 BARS = {"p90_1_client_ms": 15.0, "soak_clients": 16, "soak_seconds": 60.0}
@@ -141,6 +145,7 @@ def _recall(model, index, embeddings: np.ndarray, users: list[dict], explicit: b
     """recall@100 of the index vs exact search over the towers' unmasked
     embeddings of `users` (written as the index's recall.json)."""
     from common.item_index import recall_at_k
+    from common.topic_index import topic_recall
     from trainer.layers._keras import tf
 
     inputs = {k: tf.constant(v) for k, v in _user_inputs(users, explicit).items()}
@@ -149,6 +154,8 @@ def _recall(model, index, embeddings: np.ndarray, users: list[dict], explicit: b
     queries = out["embeddings"].numpy()[out["mask"].numpy()]
     recall = recall_at_k(index, embeddings, queries, 100)
     recall["query_source"] = f"{len(users)} synthetic users of benchmarks/serving.py"
+    if index.topic_indexes:
+        recall["topic_indexes"] = topic_recall(index.topic_indexes, embeddings, queries, 100)
     return recall
 
 
@@ -160,13 +167,17 @@ def build_export(directory: pathlib.Path, num_items: int, seed: int) -> dict:
     """
     summary_path = directory / "build.json"
     if summary_path.exists():
-        return json.loads(summary_path.read_text()) | {"reused": True}
+        summary = json.loads(summary_path.read_text())
+        if summary.get("format") == EXPORT_FORMAT:
+            return summary | {"reused": True}
+        log.info("rebuilding %s: built by an older benchmark (format %s, now %s)", directory,
+                 summary.get("format", 1), EXPORT_FORMAT)
     if directory.exists():
         shutil.rmtree(directory)  # an interrupted build
     from benchmarks.export import synthetic_item_table, write_vocabularies
     from common import contract
     from export.exporter import CATALOG, catalog_text, save_version, write_serving_files
-    from common.item_index import IndexConfig, build_index, save
+    from common.item_index import build_index, retriever_config, save
     from export.serving_files import warmup_requests
     from export.towers import ItemTower, UserTower
     from trainer.config import load_config
@@ -204,16 +215,19 @@ def build_export(directory: pathlib.Path, num_items: int, seed: int) -> dict:
         embeddings = np.concatenate([model.item_embeddings(tf.constant(ids[lo:lo + EMBED_BATCH])).numpy()
                                      for lo in range(0, num_items, EMBED_BATCH)])
         embed_s = time.perf_counter() - start
-        index = build_index(embeddings, table.ids, topics, IndexConfig())
+        index = build_index(embeddings, table.ids, topics, retriever_config(retriever))
         recall = _recall(model, index, embeddings, users[:100], explicit)
         save(index, contract.index_dir(str(base), retriever, 1), recall)
         indexes.append({"retriever": retriever, "items": num_items, "embed_seconds": round(embed_s, 2),
                         "build_seconds": round(index.build_seconds, 2),
                         "recall@100": round(recall["recall"], 4), "recall_queries": recall["queries"],
+                        "topic_indexes": {t: len(i.rows) for t, i in index.topic_indexes.items()},
+                        "topic_index_recall@100": (round(recall["topic_indexes"]["recall"], 4)
+                                                   if "topic_indexes" in recall else None),
                         "config": {k: v for k, v in vars(index.config).items() if v is not None}})
         del model, user, index, embeddings
     write_serving_files(str(base))
-    summary = {"items": num_items, "seed": seed, "base": str(base), "users": NUM_USERS,
+    summary = {"format": EXPORT_FORMAT, "items": num_items, "seed": seed, "base": str(base), "users": NUM_USERS,
                "topics": len(table.topics), "towers": towers, "indexes": indexes,
                "seconds": round(time.perf_counter() - started, 1),
                "notes": ["synthetic-small model config, RANDOM INIT (untrained): DCM (K_im=7) and CR",

@@ -15,6 +15,8 @@ is a plain directory beside the SavedModels (`common/contract.py`):
   <index dir>/topics.txt    row -> the item's topics, '|'-joined
   <index dir>/build.json    resolved config, items, dim, build seconds
   <index dir>/recall.json   recall@k against exact search (when measured)
+  <index dir>/topics/       per-topic indexes of large topics (explicit
+                            retriever; `common/topic_index.py`)
 
 `save` writes into a hidden temporary sibling and renames it into place
 (object stores, which cannot rename directories atomically: build.json is
@@ -42,6 +44,8 @@ KINDS = ("auto", "brute_force", "tree_ah")
 FORMAT_VERSION = 1
 # `save` writes `<parent>/.<name><TMP_MARKER><hex>` first; `load_index` refuses such names.
 TMP_MARKER = ".tmp-"
+# Per-topic indexes (`common/topic_index.py`) live in `<index dir>/topics/`.
+TOPIC_INDEXES = "topics"
 # Rows padded when a query has fewer than k results: row -1, score -inf (sorts last).
 PAD_ROW = -1
 PAD_SCORE = -np.inf
@@ -70,6 +74,12 @@ class IndexConfig:
         search time at least k).
       brute_force_max_items: `auto` searches corpora smaller than this
         exactly.
+      topic_index_min_items: every topic carried by at least this many items
+        gets its own index over its items (`common/topic_index.py`), so a
+        search restricted to a topic (the explicit retriever's relevance
+        filter) stays a top-k search; None or 0 = none (`mer build-index`
+        sets `brute_force_max_items` for the explicit retriever: smaller
+        topics are scored exactly over their items).
     """
 
     kind: str = "auto"
@@ -80,6 +90,18 @@ class IndexConfig:
     anisotropic_threshold: float = 0.2
     reorder: int | None = None
     brute_force_max_items: int = 20_000
+    topic_index_min_items: int | None = None
+
+
+def retriever_config(retriever: str, cfg: IndexConfig | None = None) -> IndexConfig:
+    """`cfg` (default all automatic) with the retriever's defaults: explicit
+    lists are restricted to their condition topic, so unless set, every
+    topic too large to score exactly per request (>= `brute_force_max_items`
+    items) gets its own index."""
+    cfg = dataclasses.replace(cfg or IndexConfig())
+    if cfg.topic_index_min_items is None and retriever == contract.EXPLICIT:
+        cfg.topic_index_min_items = cfg.brute_force_max_items
+    return cfg
 
 
 def _positive(cfg: IndexConfig, name: str) -> None:
@@ -118,6 +140,10 @@ def resolve_config(num_items: int, cfg: IndexConfig | None = None) -> IndexConfi
     for name in ("num_leaves", "leaves_to_search", "training_sample_size", "dims_per_block",
                  "reorder", "brute_force_max_items"):
         _positive(cfg, name)
+    if cfg.topic_index_min_items is not None and (not isinstance(cfg.topic_index_min_items, (int, np.integer))
+                                                  or cfg.topic_index_min_items < 0):
+        raise ValueError(f"IndexConfig.topic_index_min_items={cfg.topic_index_min_items!r}: "
+                         "must be an integer >= 0 (0 or None = no topic indexes)")
     if not cfg.anisotropic_threshold >= 0 and not math.isnan(cfg.anisotropic_threshold):
         raise ValueError(f"IndexConfig.anisotropic_threshold={cfg.anisotropic_threshold}: must be >= 0 "
                          "(or nan to turn anisotropic quantisation off)")
@@ -157,6 +183,8 @@ class ItemIndex:
       config: the resolved `IndexConfig`.
       dim: embedding width d.
       build_seconds: wall time of the ScaNN build (0 when unknown).
+      topic_indexes: topic -> `common.topic_index.TopicIndex`, the per-topic
+        indexes (`IndexConfig.topic_index_min_items`); empty = none.
     """
 
     searcher: object
@@ -165,6 +193,7 @@ class ItemIndex:
     config: IndexConfig
     dim: int
     build_seconds: float = 0.0
+    topic_indexes: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_items(self) -> int:
@@ -187,31 +216,37 @@ class ItemIndex:
         Raises:
           ValueError: on a bad k or query shape.
         """
-        queries = np.asarray(queries, np.float32)
-        if queries.ndim == 1:
-            queries = queries[None]
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"queries shape {queries.shape}: expected [Q, {self.dim}]")
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k={k!r}: must be a positive integer")
-        n = min(int(k), self.num_items)
-        kwargs = {}
-        if self.config.kind == "tree_ah":
-            kwargs = dict(leaves_to_search=int(leaves_to_search or self.config.leaves_to_search),
-                          pre_reorder_num_neighbors=max(int(reorder or self.config.reorder), n))
-        if len(queries):
-            idx, dist = self.searcher.search_batched(np.ascontiguousarray(queries),
-                                                     final_num_neighbors=n, **kwargs)
-        else:
-            idx, dist = np.zeros((0, n), np.uint32), np.zeros((0, n), np.float32)
-        rows = np.full((len(queries), k), PAD_ROW, np.int64)
-        scores = np.full((len(queries), k), PAD_SCORE, np.float32)
-        idx = np.asarray(idx, np.int64)[:, :n]
-        dist = np.asarray(dist, np.float32)[:, :n]
-        found = ~np.isnan(dist)
-        rows[:, :n] = np.where(found, idx, PAD_ROW)
-        scores[:, :n] = np.where(found, dist, PAD_SCORE)
-        return rows, scores
+        return search_searcher(self.searcher, self.config, self.num_items, self.dim, queries, k,
+                               leaves_to_search, reorder)
+
+
+def search_searcher(searcher, config: IndexConfig, num_items: int, dim: int, queries: np.ndarray, k: int,
+                    leaves_to_search: int | None = None, reorder: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`ItemIndex.search` on a bare ScaNN searcher of `num_items` rows (rows of that searcher)."""
+    queries = np.asarray(queries, np.float32)
+    if queries.ndim == 1:
+        queries = queries[None]
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise ValueError(f"queries shape {queries.shape}: expected [Q, {dim}]")
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k={k!r}: must be a positive integer")
+    n = min(int(k), num_items)
+    kwargs = {}
+    if config.kind == "tree_ah":
+        kwargs = dict(leaves_to_search=int(leaves_to_search or config.leaves_to_search),
+                      pre_reorder_num_neighbors=max(int(reorder or config.reorder), n))
+    if len(queries):
+        idx, dist = searcher.search_batched(np.ascontiguousarray(queries), final_num_neighbors=n, **kwargs)
+    else:
+        idx, dist = np.zeros((0, n), np.uint32), np.zeros((0, n), np.float32)
+    rows = np.full((len(queries), k), PAD_ROW, np.int64)
+    scores = np.full((len(queries), k), PAD_SCORE, np.float32)
+    idx = np.asarray(idx, np.int64)[:, :n]
+    dist = np.asarray(dist, np.float32)[:, :n]
+    found = ~np.isnan(dist)
+    rows[:, :n] = np.where(found, idx, PAD_ROW)
+    scores[:, :n] = np.where(found, dist, PAD_SCORE)
+    return rows, scores
 
 
 def _check_items(embeddings: np.ndarray, item_ids: list[str], item_topics: list[list[str]]) -> None:
@@ -249,12 +284,26 @@ def build_index(embeddings: np.ndarray, item_ids: list[str], item_topics: list[l
     Raises:
       ValueError: on mismatched lengths, bad ids/topics or non-finite rows.
     """
-    scann_ops_pybind = require("scann.scann_ops.py.scann_ops_pybind")
-
     embeddings = np.ascontiguousarray(embeddings, np.float32)
     _check_items(embeddings, item_ids, item_topics)
     resolved = resolve_config(len(embeddings), cfg)
     start = time.perf_counter()
+    searcher = build_searcher(embeddings, resolved)
+    topic_indexes = {}
+    if resolved.topic_index_min_items:
+        from common.topic_index import build_topic_indexes
+
+        topic_indexes = build_topic_indexes(embeddings, item_topics, cfg or IndexConfig(),
+                                            resolved.topic_index_min_items)
+    seconds = time.perf_counter() - start
+    return ItemIndex(searcher, list(item_ids), [list(t) for t in item_topics], resolved,
+                     embeddings.shape[1], seconds, topic_indexes)
+
+
+def build_searcher(embeddings: np.ndarray, resolved: IndexConfig):
+    """The ScaNN searcher of a resolved config over `[N, d]` float32 embeddings."""
+    scann_ops_pybind = require("scann.scann_ops.py.scann_ops_pybind")
+
     builder = scann_ops_pybind.builder(embeddings, min(100, len(embeddings)), "dot_product")
     if resolved.kind == "brute_force":
         builder = builder.score_brute_force()
@@ -266,10 +315,7 @@ def build_index(embeddings: np.ndarray, item_ids: list[str], item_topics: list[l
                              anisotropic_quantization_threshold=resolved.anisotropic_threshold,
                              training_sample_size=resolved.training_sample_size)
                    .reorder(resolved.reorder))
-    searcher = builder.build()
-    seconds = time.perf_counter() - start
-    return ItemIndex(searcher, list(item_ids), [list(t) for t in item_topics], resolved,
-                     embeddings.shape[1], seconds)
+    return builder.build()
 
 
 # -- exact reference -------------------------------------------------------------
@@ -373,16 +419,33 @@ def _copy_tree(src: str, dst: str) -> None:
             gfile.copy(contract.join(src, name), contract.join(dst, name), overwrite=True)
 
 
-def _write_files(index: ItemIndex, directory: str, recall: dict | None) -> None:
-    """Writes the layout into `directory`; build.json last (the commit marker)."""
-    scann_dir = contract.join(directory, contract.INDEX_SEARCHER)
-    if _is_local(directory):
+def write_searcher(searcher, scann_dir: str) -> None:
+    """Serialises a ScaNN searcher into `scann_dir` (relative asset paths)."""
+    if _is_local(scann_dir):
         os.makedirs(scann_dir)
-        index.searcher.serialize(scann_dir, relative_path=True)
+        searcher.serialize(scann_dir, relative_path=True)
     else:  # ScaNN writes local files only: serialise locally, then copy.
         with tempfile.TemporaryDirectory() as local:
-            index.searcher.serialize(local, relative_path=True)
+            searcher.serialize(local, relative_path=True)
             _copy_tree(local, scann_dir)
+
+
+def read_searcher(scann_dir: str):
+    """Loads a searcher written by `write_searcher` (local path or gfile URI)."""
+    if _is_local(scann_dir):
+        return _load_searcher(scann_dir)
+    with tempfile.TemporaryDirectory() as local:  # ScaNN reads local files only.
+        _copy_tree(scann_dir, os.path.join(local, "scann"))
+        return _load_searcher(os.path.join(local, "scann"))
+
+
+def _write_files(index: ItemIndex, directory: str, recall: dict | None) -> None:
+    """Writes the layout into `directory`; build.json last (the commit marker)."""
+    write_searcher(index.searcher, contract.join(directory, contract.INDEX_SEARCHER))
+    if index.topic_indexes:
+        from common.topic_index import save_topic_indexes
+
+        save_topic_indexes(index.topic_indexes, contract.join(directory, TOPIC_INDEXES))
     _write_text(contract.join(directory, contract.INDEX_ITEMS), "".join(f"{i}\n" for i in index.item_ids))
     _write_text(contract.join(directory, contract.INDEX_TOPICS),
                 "".join("|".join(t) + "\n" for t in index.topics))
@@ -501,14 +564,15 @@ def load_index(directory: str) -> ItemIndex:
     item_ids = _read_lines(contract.join(directory, contract.INDEX_ITEMS), num)
     topics = [line.split("|") if line else []
               for line in _read_lines(contract.join(directory, contract.INDEX_TOPICS), num)]
-    if _is_local(scann_dir):
-        searcher = _load_searcher(scann_dir)
-    else:  # ScaNN reads local files only.
-        with tempfile.TemporaryDirectory() as local:
-            _copy_tree(scann_dir, os.path.join(local, "scann"))
-            searcher = _load_searcher(os.path.join(local, "scann"))
+    searcher = read_searcher(scann_dir)
     cfg = IndexConfig(**build["config"])
-    return ItemIndex(searcher, item_ids, topics, cfg, int(build["dim"]), float(build["build_seconds"]))
+    from common.topic_index import MANIFEST, load_topic_indexes
+
+    topic_indexes = {}
+    if gfile.exists(contract.join(directory, TOPIC_INDEXES, MANIFEST)):  # (isdir: true for any ram:// prefix)
+        topic_indexes = load_topic_indexes(contract.join(directory, TOPIC_INDEXES), int(build["dim"]))
+    return ItemIndex(searcher, item_ids, topics, cfg, int(build["dim"]), float(build["build_seconds"]),
+                     topic_indexes)
 
 
 def load_recall(directory: str) -> dict | None:
@@ -522,4 +586,4 @@ def load_recall(directory: str) -> dict | None:
 
 
 __all__ = ["IndexConfig", "ItemIndex", "build_index", "exact_search", "load_index", "load_recall",
-           "recall_at_k", "resolve_config", "save"]
+           "recall_at_k", "resolve_config", "retriever_config", "save"]

@@ -75,13 +75,15 @@ def run_build_index(base: str, retriever: str = contract.IMPLICIT, version: int 
     import tensorflow as tf
 
     from beam.embed_items import read_embeddings
-    from common.item_index import build_index, recall_at_k, save
+    from common.item_index import build_index, recall_at_k, retriever_config, save
+    from common.topic_index import topic_recall
 
     if retriever not in contract.RETRIEVERS:
         raise ValueError(f"retriever={retriever!r}; allowed: {', '.join(contract.RETRIEVERS)}")
     version = version or contract.latest_model_version(base, contract.ITEM_MODEL[retriever])
     items = read_embeddings(contract.embeddings_dir(base, retriever, version))
     users, source = user_query_embeddings(base, retriever, version, data_dir, queries)
+    cfg = retriever_config(retriever, cfg)
     started = time.time()
     index = build_index(items["embeddings"], items["item_ids"], items["topics"], cfg)
     build_seconds = time.time() - started
@@ -91,11 +93,16 @@ def run_build_index(base: str, retriever: str = contract.IMPLICIT, version: int 
     if len(users):
         recall = recall_at_k(index, items["embeddings"], users, min(recall_k, len(items["item_ids"])))
         recall["query_source"] = source
+        if index.topic_indexes:
+            recall["topic_indexes"] = topic_recall(index.topic_indexes, items["embeddings"], users, recall_k)
+            log.info("%d topic indexes: recall@%d %.4f (worst topic %.4f)", len(index.topic_indexes), recall_k,
+                     recall["topic_indexes"]["recall"], recall["topic_indexes"]["recall_min"])
     target = contract.index_dir(base, retriever, version)
     if overwrite and tf.io.gfile.exists(target):
         tf.io.gfile.rmtree(target)
     save(index, target, recall)
     summary = {"index": target, "items": len(items["item_ids"]), "config": index.config.__dict__,
+               "topic_indexes": {t: len(i.rows) for t, i in index.topic_indexes.items()},
                "build_seconds": round(build_seconds, 2), "recall": recall}
     if recall is None:
         log.warning("index of %d items (%s) built in %.1f s -> %s; no user embedding for a recall report (%s)",

@@ -47,9 +47,14 @@ def models_config(models: dict[str, str], labels: dict[str, int] | None = None, 
     return config
 
 
-def batching_parameters(max_batch_size: int = 64, timeout_micros: int = 1000, threads: int = 2):
+def batching_parameters(max_batch_size: int = 64, timeout_micros: int = 0, threads: int = 2):
     """Server-side batching: concurrent requests are batched up to
     `max_batch_size` rows, waiting at most `timeout_micros`.
+
+    Timeout 0 (TF Serving's advice for online serving, to be tuned upwards
+    under load): a batch runs as soon as one of `threads` is free, so a lone
+    request waits for nothing and requests that arrive while every thread is
+    busy are batched together.
 
     `pad_variable_length_inputs` stays off: TF Serving pads a shorter
     tensor with copies of its first element, which would put real item ids

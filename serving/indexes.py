@@ -17,6 +17,8 @@ import threading
 import numpy as np
 
 from common import contract
+from common.topic_index import topic_members
+from serving.wire import ItemFields
 
 log = logging.getLogger(__name__)
 
@@ -28,46 +30,47 @@ class LoadedIndex:
     Attributes:
       retriever: `implicit` / `explicit`.
       version: the model version it belongs to.
-      index: `common.item_index.ItemIndex`-like (search, item_ids, topics).
+      index: `common.item_index.ItemIndex` (search, item_ids, topics and
+        its per-topic indexes).
       row_item: `[N]` int64, row -> global item number (shared by all
         indexes, so both retrievers' candidates de-duplicate).
-      topic_rows: topic -> bool `[N]`, which rows carry the topic.
+      members: topic -> `[M]` int64 rows carrying it, ascending (memory
+        proportional to the (item, topic) pairs, not topics x items).
       topic_vocabulary: topics the user tower knows (explicit only).
       item_row: global item number -> row (-1 = not in this index).
       embeddings: `[N, d]` float32 item embeddings (the index's own
         `scann/dataset.npy`, memory-mapped), or None: the exact per-topic
         search of the explicit retriever reads them.
+      fields: the rows' `item_id` / `item_topics` response bytes.
     """
 
     retriever: str
     version: int
     index: object
     row_item: np.ndarray
-    topic_rows: dict
+    members: dict
     topic_vocabulary: frozenset
     item_row: np.ndarray
     embeddings: np.ndarray | None = None
-    topic_count: dict = dataclasses.field(default_factory=dict)
-    _members: dict = dataclasses.field(default_factory=dict, repr=False)
-
-    def row(self, item: int) -> int:
-        return int(self.item_row[item]) if item < len(self.item_row) else -1
+    fields: ItemFields | None = None
 
     def topic_size(self, topic: str) -> int:
         """How many rows carry `topic`."""
-        return self.topic_count.get(topic, 0)
+        rows = self.members.get(topic)
+        return 0 if rows is None else len(rows)
 
-    def topic_members(self, topic: str) -> tuple[np.ndarray, np.ndarray]:
-        """Rows carrying `topic` (ascending) and their embeddings `[M, d]`,
-        gathered once per topic and kept (a contiguous copy scores fast)."""
-        cached = self._members.get(topic)
-        if cached is None:
-            rows = np.flatnonzero(self.carries(topic))
-            cached = self._members[topic] = (rows, np.ascontiguousarray(self.embeddings[rows]))
-        return cached
+    def topic_rows(self, topic: str) -> np.ndarray:
+        """Rows carrying `topic`, ascending."""
+        rows = self.members.get(topic)
+        return np.zeros(0, np.int64) if rows is None else rows
 
-    def carries(self, topic: str) -> np.ndarray:
-        return self.topic_rows.get(topic, np.zeros(len(self.row_item), bool))
+    def carries(self, topic: str, rows: np.ndarray) -> np.ndarray:
+        """Whether each of `rows` carries `topic` (False for -1)."""
+        members = self.topic_rows(topic)
+        if not len(members):
+            return np.zeros(rows.shape, bool)
+        at = np.minimum(np.searchsorted(members, rows), len(members) - 1)
+        return (members[at] == rows) & (rows >= 0)
 
 
 class ItemNumbers:
@@ -105,22 +108,16 @@ def load(base: str, retriever: str, version: int, numbers: ItemNumbers) -> Loade
     from common.item_index import load_index
 
     index = load_index(contract.index_dir(base, retriever, version))
-    topic_rows: dict[str, np.ndarray] = {}
-    for row, topics in enumerate(index.topics):
-        for topic in topics:
-            carries = topic_rows.get(topic)
-            if carries is None:  # not setdefault: its default would allocate N bools per (row, topic)
-                carries = topic_rows[topic] = np.zeros(len(index.item_ids), bool)
-            carries[row] = True
     row_item = numbers.numbers(index.item_ids)
     item_row = np.full(int(row_item.max(initial=-1)) + 1, -1, np.int64)
     item_row[row_item] = np.arange(len(row_item))
     dataset = contract.join(contract.index_dir(base, retriever, version), contract.INDEX_SEARCHER, "dataset.npy")
-    embeddings = np.load(dataset, mmap_mode="r") if os.path.exists(dataset) else None
+    embeddings = np.load(dataset) if os.path.exists(dataset) else None  # in memory: per-request gathers
     if embeddings is not None and embeddings.shape[0] != len(row_item):
         embeddings = None  # not the row-aligned float dataset
-    loaded = LoadedIndex(retriever, version, index, row_item, topic_rows,
+    loaded = LoadedIndex(retriever, version, index, row_item, topic_members(index.topics),
                          _topic_vocabulary(base, retriever, version), item_row, embeddings,
-                         {t: int(c.sum()) for t, c in topic_rows.items()})
-    log.info("loaded %s index version %d (%d items, %s)", retriever, version, len(index.item_ids), index.config.kind)
+                         ItemFields(index.item_ids, index.topics))
+    log.info("loaded %s index version %d (%d items, %s, %d topic indexes)", retriever, version,
+             len(index.item_ids), index.config.kind, len(index.topic_indexes))
     return loaded

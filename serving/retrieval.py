@@ -27,6 +27,7 @@ import numpy as np
 from common import contract
 from common.merging import POLICIES, budgets, merge
 from serving import indexes as index_lib
+from serving import wire
 from serving.retrieval_config import RetrievalConfig
 from serving.tensors import int64_tensor, string_tensor, to_numpy
 
@@ -58,6 +59,29 @@ class Query:
 
 
 @dataclasses.dataclass
+class Answer:
+    """A `RetrieveResponse` as the service sends it: every field but the
+    candidates in `header`, the candidates already encoded (`serving/wire.py`).
+
+    Attributes:
+      header: the response without candidates (stage_ms, versions, embeddings...).
+      candidates: the repeated `candidates` field, wire bytes.
+      count: how many candidates.
+    """
+
+    header: object
+    candidates: bytes
+    count: int
+
+    def serialize(self) -> bytes:
+        return self.header.SerializeToString() + self.candidates
+
+    def message(self):
+        """The whole response as a `RetrieveResponse` message."""
+        return type(self.header).FromString(self.serialize())
+
+
+@dataclasses.dataclass
 class Lists:
     """Per-embedding candidate lists of one request, before merging."""
 
@@ -73,8 +97,10 @@ class Lists:
 
 def _stack(rows: list[np.ndarray], pad) -> np.ndarray:
     """Rows of different lengths as one `[K, max length]` array, right-padded."""
-    width = max(len(r) for r in rows)
-    return np.stack([np.pad(r, (0, width - len(r)), constant_values=pad) for r in rows])
+    out = np.full((len(rows), max(len(r) for r in rows)), pad, dtype=np.result_type(*rows))
+    for j, r in enumerate(rows):
+        out[j, :len(r)] = r
+    return out
 
 
 def sample_topics(topics: list[str], k: int, seed: int, request_key: bytes) -> list[str]:
@@ -201,7 +227,9 @@ class Retriever:
     def lists(self, query: Query, loaded: dict, towers: dict) -> Lists:
         """One ANN query per valid embedding, filtered (history, topics)."""
         rows, scores, retrievers, embeddings, topics, weights, importance, searches = [], [], [], [], [], [], [], []
-        history_items = {self.numbers.number.get(i, -1) for i in query.history}
+        known = [n for n in map(self.numbers.number.get, query.history) if n is not None]
+        seen = np.zeros(len(self.numbers.ids) + 1, bool)  # global item number -> in the history
+        seen[known] = True
         total = query.budget
         for retriever in contract.RETRIEVERS:
             if retriever not in towers:
@@ -225,7 +253,7 @@ class Retriever:
                 [query.topics[e] for e in valid] if retriever == contract.EXPLICIT else None,
                 total + len(query.history))
             items = np.where(found >= 0, index.row_item[np.maximum(found, 0)], -1)
-            usable = ~np.isin(items, list(history_items)) & keep & (found >= 0)
+            usable = ~seen[items] & keep & (found >= 0)  # (item -1 reads the last, always False, entry)
             for j, e in enumerate(valid):
                 # A list never needs more than `total` candidates: the rest
                 # would only widen the merge.
@@ -248,14 +276,15 @@ class Retriever:
         """ANN search; for explicit embeddings, a search restricted to the
         items carrying the condition topic (the relevance post-filter).
 
-        A topic carried by at most `exact_topic_max_items` items is scored
-        exactly over those items (the index's own float dataset; cost
-        proportional to the topic's size, and exact). A larger topic is
-        searched with ScaNN (`depth` = overfetch x budget + history) and
-        filtered; if
-        fewer than `needed` (budget + history) carriers survive, it falls
-        back to the exact topic search. Either way every explicit list is
-        full and holds only carriers.
+        Per explicit embedding, the first that applies:
+        - the topic has its own index (`common/topic_index.py`, built for
+          large topics): a top-`needed` search of it (`topic_index`);
+        - the topic is carried by at most `exact_topic_max_items` items: scored
+          exactly over those items (the index's own float dataset) (`exact_topic`);
+        - else the corpus index is searched `depth` deep (overfetch x budget +
+          history) and filtered (`ann`); if fewer than `needed` (budget +
+          history) carriers survive, the exact topic search replaces it.
+        Either way every explicit list holds only carriers.
 
         Returns: `(rows [K, D], scores [K, D], keep [K, D] bool, how [K])`.
         """
@@ -263,22 +292,30 @@ class Retriever:
             found, scores = index.index.search(vectors, depth)
             return found, scores, np.ones(found.shape, bool), ["ann"] * len(found)
         exact_ok = index.embeddings is not None
-        direct = [exact_ok and index.topic_size(t) <= self.cfg.exact_topic_max_items for t in topics]
+        own = index.index.topic_indexes
+        direct = [t in own or (exact_ok and index.topic_size(t) <= self.cfg.exact_topic_max_items) for t in topics]
         ann = [j for j, d in enumerate(direct) if not d]
         found, scores = index.index.search(vectors[ann], depth) if ann else (None, None)
         rows, row_scores, keep, how = [], [], [], []
         for j, topic in enumerate(topics):
+            if topic in own:
+                top, top_scores = own[topic].search(vectors[j], needed)
+                rows.append(top[0])
+                row_scores.append(top_scores[0])
+                keep.append(top[0] >= 0)
+                how.append("topic_index")
+                continue
             if not direct[j]:
                 a = ann.index(j)
-                carries = index.carries(topic)[np.maximum(found[a], 0)] & (found[a] >= 0)
+                carries = index.carries(topic, found[a])
                 if carries.sum() >= needed or not exact_ok:
                     rows.append(found[a])
                     row_scores.append(scores[a])
                     keep.append(carries)
                     how.append("ann")
                     continue
-            members, matrix = index.topic_members(topic)
-            exact = matrix @ vectors[j]
+            members = index.topic_rows(topic)
+            exact = index.embeddings[members] @ vectors[j]
             top = np.argpartition(-exact, needed - 1)[:needed] if len(exact) > needed else np.arange(len(exact))
             top = top[np.lexsort((members[top], -exact[top]))]
             rows.append(members[top])
@@ -287,20 +324,21 @@ class Retriever:
             how.append("exact_topic")
         return _stack(rows, -1), _stack(row_scores, -np.inf), _stack(keep, False), how
 
-    def _candidates(self, lists: Lists, loaded: dict, items, source, position) -> list:
-        from serving.protos import retrieval_pb2 as pb
+    def _candidates(self, lists: Lists, loaded: dict, items: np.ndarray, source: np.ndarray,
+                    position: np.ndarray) -> bytes:
+        """The merged candidates as `RetrieveResponse.candidates` wire bytes."""
+        sources = [wire.source_fields(r, e, t) for r, e, t in zip(lists.retriever, lists.embedding, lists.topic)]
+        retrievers = list(loaded)
+        table = np.array([retrievers.index(r) for r in lists.retriever], np.int64)[source]
+        rows = np.zeros(len(items), np.int64)
+        for t, retriever in enumerate(retrievers):
+            mine = table == t
+            rows[mine] = loaded[retriever].item_row[items[mine]]
+        return wire.candidates([loaded[r].fields for r in retrievers], table, rows, lists.scores[source, position],
+                               sources, source)
 
-        scores = lists.scores[source, position].tolist()
-        ids, out = self.numbers.ids, []
-        for item, j, score in zip(items.tolist(), source.tolist(), scores):
-            retriever = lists.retriever[j]
-            index = loaded[retriever]
-            out.append(pb.Candidate(item_id=ids[item], score=score, retriever=retriever, embedding=lists.embedding[j],
-                                    condition_topic=lists.topic[j], item_topics=index.index.topics[index.row(item)]))
-        return out
-
-    def retrieve(self, request, timeout: float | None = None):
-        """Answers one `RetrieveRequest` with a `RetrieveResponse`.
+    def retrieve(self, request, timeout: float | None = None) -> Answer:
+        """Answers one `RetrieveRequest`.
 
         Raises:
           RequestError: INVALID_ARGUMENT.
@@ -319,25 +357,25 @@ class Retriever:
         t_towers = time.monotonic()
         lists = self.lists(query, loaded, towers)
         t_ann = time.monotonic()
-        response = pb.RetrieveResponse(sampled_topics=query.topics, ignored_topics=query.ignored_topics,
-                                       merge_policy=query.policy,
-                                       unknown_items=sum(1 for i in query.history if i not in self.numbers.number))
+        header = pb.RetrieveResponse(sampled_topics=query.topics, ignored_topics=query.ignored_topics,
+                                     merge_policy=query.policy,
+                                     unknown_items=sum(1 for i in query.history if i not in self.numbers.number))
         for retriever, index in loaded.items():
-            response.versions[retriever] = index.version
+            header.versions[retriever] = index.version
+        candidates, count = b"", 0
         if len(lists.rows):
             budget = budgets(lists.weight[None, :], np.ones((1, len(lists.weight)), bool), query.budget)[0]
             items, source, position = merge(query.policy, lists.rows, lists.scores, budget, query.budget,
                                             floor=self.cfg.score_floor)
             contributed = np.bincount(source, minlength=len(budget)) if len(source) else np.zeros(len(budget), int)
             for j in range(len(budget)):
-                response.embeddings.add(retriever=lists.retriever[j], embedding=lists.embedding[j],
-                                        condition_topic=lists.topic[j], importance=float(lists.importance[j]),
-                                        budget=int(budget[j]), contributed=int(contributed[j]),
-                                        search=lists.search[j])
-            response.candidates.extend(self._candidates(lists, loaded, items, source, position))
+                header.embeddings.add(retriever=lists.retriever[j], embedding=lists.embedding[j],
+                                      condition_topic=lists.topic[j], importance=float(lists.importance[j]),
+                                      budget=int(budget[j]), contributed=int(contributed[j]),
+                                      search=lists.search[j])
+            candidates, count = self._candidates(lists, loaded, items, source, position), len(items)
         done = time.monotonic()
         for stage, ms in (("towers", t_towers - started), ("ann", t_ann - t_towers), ("merge", done - t_ann),
                           ("total", done - started)):
-            response.stage_ms[stage] = round(ms * 1000.0, 3)
-        return response
-
+            header.stage_ms[stage] = round(ms * 1000.0, 3)
+        return Answer(header, candidates, count)

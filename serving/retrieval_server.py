@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 
 from common.extras import require
 from serving.protos import retrieval_pb2 as pb
-from serving.retrieval import RequestError, Retriever, UpstreamError
+from serving.retrieval import Answer, RequestError, Retriever, UpstreamError
 from serving.retrieval_config import RetrievalConfig
 
 log = logging.getLogger(__name__)
@@ -54,12 +54,12 @@ class Metrics:
         self.candidates = prom.Histogram("mer_retrieval_candidates", "candidates returned", registry=self.registry,
                                          buckets=(0, 10, 50, 100, 250, 500, 1000, 2500, 10000))
 
-    def observe(self, code: grpc.StatusCode, response=None) -> None:
+    def observe(self, code: grpc.StatusCode, answer=None) -> None:
         self.requests.labels(code.name).inc()
-        if response is not None:
+        if answer is not None:
             for stage in STAGES:
-                self.latency.labels(stage).observe(response.stage_ms.get(stage, 0.0) / 1000.0)
-            self.candidates.observe(len(response.candidates))
+                self.latency.labels(stage).observe(answer.header.stage_ms.get(stage, 0.0) / 1000.0)
+            self.candidates.observe(answer.count)
 
     def count(self, code: str) -> float:
         return self.registry.get_sample_value("mer_retrieval_requests_total", {"code": code}) or 0.0
@@ -127,7 +127,7 @@ class RetrievalServer:
                 log.exception("index refresh failed; still serving %s", self.retriever.versions())
 
     # -- the RPC ------------------------------------------------------------------
-    def _retrieve(self, raw: bytes, context: grpc.ServicerContext) -> pb.RetrieveResponse:
+    def _retrieve(self, raw: bytes, context: grpc.ServicerContext) -> Answer:
         code, response = grpc.StatusCode.OK, None
         try:
             try:
@@ -157,7 +157,7 @@ class RetrievalServer:
         self._server = grpc.server(concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="retrieve"),
                                    options=CHANNEL_OPTIONS[3:])
         handler = grpc.unary_unary_rpc_method_handler(self._retrieve, request_deserializer=None,
-                                                      response_serializer=pb.RetrieveResponse.SerializeToString)
+                                                      response_serializer=Answer.serialize)
         self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {"Retrieve": handler})])
         require("grpc_health.v1.health_pb2_grpc").add_HealthServicer_to_server(self.health, self._server)
         self.port = self._server.add_insecure_port(f"{self.host}:{port}")

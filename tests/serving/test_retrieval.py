@@ -28,15 +28,31 @@ def stack(indexed, tmp_path_factory):
     from serving.retrieval_config import RetrievalConfig
     from serving.retrieval_server import RetrievalServer
 
+    from beam.embed_items import read_embeddings
+    from common.item_index import IndexConfig, load_index, save
+    from common.topic_index import build_topic_indexes, topic_members
     from export.exporter import write_serving_files
 
     base = str(tmp_path_factory.mktemp("served") / "serving")
     shutil.copytree(indexed, base)
     write_serving_files(base)  # models.config names absolute paths: point it at the copy
+    # Every topic above 60 items but the largest gets its own index (`mer
+    # build-index` gives one to every topic of at least 20,000 items); the
+    # largest keeps ScaNN + the post-filter.
+    index_dir = contract.index_dir(base, contract.EXPLICIT, 1)
+    explicit = load_index(index_dir)
+    members = topic_members(explicit.topics)
+    largest = max(members, key=lambda t: len(members[t]))
+    embeddings = read_embeddings(contract.embeddings_dir(base, contract.EXPLICIT, 1))["embeddings"]
+    explicit.topic_indexes = build_topic_indexes(embeddings, [[t for t in ts if t != largest] for ts in explicit.topics],
+                                                 IndexConfig(), 61)
+    shutil.rmtree(index_dir)
+    save(explicit, index_dir)
     models = ModelServer(base, file_system_poll_wait_seconds=0.5).start()
     models.wait_until_available(timeout=120)
     # Topics of at most 60 items are scored exactly over their items; larger
-    # ones go through ScaNN + the relevance post-filter: both paths run.
+    # ones through their own index or ScaNN + the relevance post-filter: all
+    # three paths run.
     cfg = RetrievalConfig(export_dir=base, model_server=models.address, deadline_ms=1500, index_poll_seconds=0.5,
                           exact_topic_max_items=60)
     service = RetrievalServer(cfg, metrics_port=0).start()
@@ -147,10 +163,11 @@ def test_answer_equals_numpy_reference(stack, client, trained, world):
         assert list(response.sampled_topics) == topics and dict(response.versions) == {"implicit": 1, "explicit": 1}
         again = client.retrieve(history, negative, topics, budget=60)
         assert [c.item_id for c in again.candidates] == [c.item_id for c in response.candidates]
-    # Both explicit paths ran (ScaNN + post-filter, and exact over a topic's
-    # items: small topics, or a filtered list that came up short), and both
-    # matched the exact reference.
-    assert {("implicit", "ann"), ("explicit", "ann"), ("explicit", "exact_topic")} <= searches, searches
+    # Every explicit path ran (the topic's own index, ScaNN + post-filter,
+    # and exact over a topic's items: small topics, or a filtered list that
+    # came up short), and each matched the exact reference.
+    assert {("implicit", "ann"), ("explicit", "ann"), ("explicit", "exact_topic"),
+            ("explicit", "topic_index")} <= searches, searches
 
 
 def test_topic_sample_is_seeded_and_reproducible(client, world):
