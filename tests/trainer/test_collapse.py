@@ -19,7 +19,22 @@ rate that changes the trajectory):
   SA + ST-Gumbel       0.987 -> 0.653 6.84 | 0.673 6.45
   SA + argmax          0.987 -> 0.842 4.16 | 0.721 5.65   partly, never to one slot
 
-Seeds 1 and 2 (1 core): tokens+argmax 0.864 / 5.24 and 0.924 / 3.28,
+Since session 8 the training-time random draws (DCM's random first
+centroid, the Gumbel noise) are stateless draws keyed by the step, so that
+a preempted job resumes bit-identically; that is another random stream, and
+the models with random draws end elsewhere (seed 0, 2 cores):
+
+  tokens + ST-Gumbel   0.994 -> 0.900 5.92
+  DCM                  0.112 -> 0.849 4.00
+  SA + ST-Gumbel       0.987 -> 0.663 6.68
+
+DCM's slot use at this learning rate varies with the stream: with two
+other per-layer stream constants it ended at 0.778 / 6.57 and 0.734 / 6.78.
+So what holds across streams is asserted: DCM and the Gumbel models keep
+far more slots than tokens + argmax (>= 3.5 of 7, never one), not that they
+keep all seven.
+
+Seeds 1 and 2 (1 core, session 4): tokens+argmax 0.864 / 5.24 and 0.924 / 3.28,
 tokens+Gumbel 0.730 / 6.70 and 0.758 / 6.66: argmax always ends with fewer
 used slots; how far it collapses varies. At the default learning rate 0.003
 (seed 0) tokens+argmax keeps 3.62 slots (cosine 0.776). The paper's
@@ -103,10 +118,11 @@ def test_collapse_diagnostics(world):
     # association degenerate into (nearly) one embedding; straight-through
     # Gumbel keeps every slot in use.
     assert cos_after["tokens_argmax"] > 0.85 and used["tokens_argmax"] < 2.5
-    assert used["tokens_gumbel"] > 6.0
-    # DCM and the Gumbel models are not collapsed.
-    for name in ("dcm", "sa_gumbel"):
-        assert cos_after[name] < 0.8 and used[name] > 6.0, name
+    # DCM and the Gumbel models are not collapsed: far more slots in use
+    # than tokens + argmax (how many of the 7 varies with the random stream).
+    for name in ("dcm", "sa_gumbel", "tokens_gumbel"):
+        assert used[name] > 3.5 and used[name] - used["tokens_argmax"] > 1.5, name
+        assert cos_after[name] < 0.9 or name == "tokens_gumbel", name
     # Measured, against the paper: SA + argmax loses slots but does not
     # degenerate into one embedding.
     assert 3.0 < used["sa_argmax"] < used["sa_gumbel"]
