@@ -15,9 +15,12 @@ Per request (SPEC §2.5, paper §3.4):
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import logging
+import os
 import threading
 import time
 
@@ -103,6 +106,28 @@ def _stack(rows: list[np.ndarray], pad) -> np.ndarray:
     return out
 
 
+def _no_lists() -> Lists:
+    return Lists(np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32), [], [], [], np.zeros(0), np.zeros(0), [])
+
+
+def _concat_parts(parts: list[Lists]) -> Lists:
+    """The retrievers' lists as one (rows right-padded to the longest)."""
+    parts = [p for p in parts if len(p.retriever)]
+    if not parts:
+        return _no_lists()
+    width = max(p.rows.shape[1] for p in parts)
+    rows = np.full((sum(len(p.retriever) for p in parts), width), -1, np.int64)
+    scores = np.full(rows.shape, -np.inf, np.float32)
+    at = 0
+    for p in parts:
+        rows[at:at + len(p.retriever), :p.rows.shape[1]] = p.rows
+        scores[at:at + len(p.retriever), :p.rows.shape[1]] = p.scores
+        at += len(p.retriever)
+    return Lists(rows, scores, sum((p.retriever for p in parts), []), sum((p.embedding for p in parts), []),
+                 sum((p.topic for p in parts), []), np.concatenate([p.weight for p in parts]),
+                 np.concatenate([p.importance for p in parts]), sum((p.search for p in parts), []))
+
+
 def sample_topics(topics: list[str], k: int, seed: int, request_key: bytes) -> list[str]:
     """K_ex of `topics` without replacement, in their given order; seed 0 =
     derived from the request (same request, same sample)."""
@@ -133,6 +158,11 @@ class Retriever:
         self.loaded: dict[str, index_lib.LoadedIndex] = {}
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()  # one refresh at a time (poll thread, start-up wait)
+        # Searches run here as each tower answers (ScaNN releases the GIL).
+        self._pool = concurrent.futures.ThreadPoolExecutor(2 * (os.cpu_count() or 1), thread_name_prefix="search")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
     # -- indexes ---------------------------------------------------------------
     def refresh(self, available=None) -> list[str]:
@@ -203,74 +233,89 @@ class Retriever:
             request.inputs[contract.TOPICS].CopyFrom(string_tensor([query.topics]))
         return self.stub.Predict.future(request, timeout=timeout)
 
-    def towers(self, query: Query, loaded: dict, deadline: float) -> dict:
-        """Calls the user towers concurrently; `{retriever: outputs}`."""
-        calls = {}
-        timeout = max(0.001, deadline - time.monotonic())
-        if contract.IMPLICIT in loaded and query.history:
-            calls[contract.IMPLICIT] = self._predict(contract.IMPLICIT, loaded[contract.IMPLICIT].version, query, timeout)
-        if contract.EXPLICIT in loaded and query.topics:
-            calls[contract.EXPLICIT] = self._predict(contract.EXPLICIT, loaded[contract.EXPLICIT].version, query, timeout)
-        out = {}
-        for retriever, call in calls.items():
-            try:
-                response = call.result()
-            except grpc.RpcError as err:
-                code = err.code()
-                if code not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INVALID_ARGUMENT):
-                    code = grpc.StatusCode.UNAVAILABLE
-                raise UpstreamError(code, f"model server {self.cfg.model_server}, {contract.USER_MODEL[retriever]}: "
-                                          f"{err.code().name}: {err.details()}") from None
-            out[retriever] = {k: to_numpy(v)[0] for k, v in response.outputs.items()}
-        return out
+    def _outputs(self, retriever: str, call) -> dict:
+        """The tower's outputs `{name: array}` of a finished Predict call."""
+        try:
+            response = call.result()
+        except grpc.RpcError as err:
+            code = err.code()
+            if code not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INVALID_ARGUMENT):
+                code = grpc.StatusCode.UNAVAILABLE
+            raise UpstreamError(code, f"model server {self.cfg.model_server}, {contract.USER_MODEL[retriever]}: "
+                                      f"{err.code().name}: {err.details()}") from None
+        return {k: to_numpy(v)[0] for k, v in response.outputs.items()}
 
-    def lists(self, query: Query, loaded: dict, towers: dict) -> Lists:
-        """One ANN query per valid embedding, filtered (history, topics)."""
-        rows, scores, retrievers, embeddings, topics, weights, importance, searches = [], [], [], [], [], [], [], []
-        known = [n for n in map(self.numbers.number.get, query.history) if n is not None]
+    def gather(self, query: Query, loaded: dict, deadline: float) -> tuple[Lists, float, float]:
+        """Calls the user towers concurrently and searches each retriever's
+        embeddings as soon as its tower answers (on `_pool`, so the implicit
+        ANN overlaps the explicit tower call and the explicit searches).
+
+        Returns:
+          `(lists, towers_done, searches_done)` (`time.monotonic()` of the
+          last tower answer and of the last search).
+        """
+        timeout = max(0.001, deadline - time.monotonic())
         seen = np.zeros(len(self.numbers.ids) + 1, bool)  # global item number -> in the history
-        seen[known] = True
-        total = query.budget
+        seen[[n for n in map(self.numbers.number.get, query.history) if n is not None]] = True
+        parts: dict[str, concurrent.futures.Future] = {}
         for retriever in contract.RETRIEVERS:
-            if retriever not in towers:
-                continue
-            out, index = towers[retriever], loaded[retriever]
-            valid = np.flatnonzero(out[contract.MASK])
-            if retriever == contract.EXPLICIT:
-                valid = valid[valid < len(query.topics)]
-            if not len(valid):
-                continue
-            vectors = out[contract.EMBEDDINGS][valid].astype(np.float32)
-            if retriever == contract.IMPLICIT:
-                imp = np.maximum(out[contract.IMPORTANCE][valid].astype(np.float64), 0)
-                weight = imp * len(imp) / imp.sum() if imp.sum() > 0 else np.ones(len(imp))
-                depth = total + len(query.history)
-            else:
-                imp = weight = np.ones(len(valid))
-                depth = int(total * self.cfg.overfetch) + len(query.history)
-            found, found_scores, keep, how = self._search(
-                index, vectors, min(depth, len(index.row_item)),
-                [query.topics[e] for e in valid] if retriever == contract.EXPLICIT else None,
-                total + len(query.history))
-            items = np.where(found >= 0, index.row_item[np.maximum(found, 0)], -1)
-            usable = ~seen[items] & keep & (found >= 0)  # (item -1 reads the last, always False, entry)
-            for j, e in enumerate(valid):
-                # A list never needs more than `total` candidates: the rest
-                # would only widen the merge.
-                take = np.flatnonzero(usable[j])[:total]
-                rows.append(items[j][take])
-                scores.append(found_scores[j][take])
-                searches.append(how[j])
-                retrievers.append(retriever)
-                embeddings.append(int(e))
-                topics.append(query.topics[e] if retriever == contract.EXPLICIT else "")
-            weights.append(weight)
-            importance.append(imp)
-        if not rows:
-            return Lists(np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32), [], [], [], np.zeros(0),
-                         np.zeros(0), [])
-        return Lists(_stack(rows, -1), _stack(scores, -np.inf).astype(np.float32), retrievers, embeddings, topics,
-                     np.concatenate(weights), np.concatenate(importance), searches)
+            if retriever in loaded and (query.topics if retriever == contract.EXPLICIT else query.history):
+                call = self._predict(retriever, loaded[retriever].version, query, timeout)
+                part = parts[retriever] = concurrent.futures.Future()
+                call.add_done_callback(functools.partial(self._submit_part, part, retriever, query, loaded, seen))
+        done = [part.result() for part in parts.values()]  # raises the first tower's UpstreamError
+        now = time.monotonic()
+        return (_concat_parts([p for p, _, _ in done]), max((t for _, t, _ in done), default=now),
+                max((t for _, _, t in done), default=now))
+
+    def _submit_part(self, part: concurrent.futures.Future, retriever, query, loaded, seen, call) -> None:
+        """Done-callback of a tower call: its searches go to the pool."""
+        def run():
+            try:
+                outputs = self._outputs(retriever, call)
+                answered = time.monotonic()
+                part.set_result((self._part(retriever, query, loaded[retriever], outputs, seen), answered,
+                                 time.monotonic()))
+            except BaseException as err:  # noqa: BLE001  (handed to the request thread)
+                part.set_exception(err)
+        try:
+            self._pool.submit(run)
+        except RuntimeError as err:  # the pool is shut down (service stopping)
+            part.set_exception(UpstreamError(grpc.StatusCode.UNAVAILABLE, f"retrieval service stopping: {err}"))
+
+    def _part(self, retriever: str, query: Query, index, out: dict, seen: np.ndarray) -> Lists:
+        """One ANN query per valid embedding of one retriever, filtered
+        (history, topics)."""
+        total = query.budget
+        valid = np.flatnonzero(out[contract.MASK])
+        if retriever == contract.EXPLICIT:
+            valid = valid[valid < len(query.topics)]
+        if not len(valid):
+            return _no_lists()
+        vectors = out[contract.EMBEDDINGS][valid].astype(np.float32)
+        if retriever == contract.IMPLICIT:
+            imp = np.maximum(out[contract.IMPORTANCE][valid].astype(np.float64), 0)
+            weight = imp * len(imp) / imp.sum() if imp.sum() > 0 else np.ones(len(imp))
+            depth = total + len(query.history)
+        else:
+            imp = weight = np.ones(len(valid))
+            depth = int(total * self.cfg.overfetch) + len(query.history)
+        found, found_scores, keep, how = self._search(
+            index, vectors, min(depth, len(index.row_item)),
+            [query.topics[e] for e in valid] if retriever == contract.EXPLICIT else None,
+            total + len(query.history))
+        items = np.where(found >= 0, index.row_item[np.maximum(found, 0)], -1)
+        usable = ~seen[items] & keep & (found >= 0)  # (item -1 reads the last, always False, entry)
+        rows, scores = [], []
+        for j in range(len(valid)):
+            # A list never needs more than `total` candidates: the rest
+            # would only widen the merge.
+            take = np.flatnonzero(usable[j])[:total]
+            rows.append(items[j][take])
+            scores.append(found_scores[j][take])
+        topics = [query.topics[e] if retriever == contract.EXPLICIT else "" for e in valid]
+        return Lists(_stack(rows, -1), _stack(scores, -np.inf).astype(np.float32), [retriever] * len(valid),
+                     [int(e) for e in valid], topics, weight, imp, how)
 
     def _search(self, index, vectors: np.ndarray, depth: int, topics: list[str] | None, needed: int):
         """ANN search; for explicit embeddings, a search restricted to the
@@ -353,10 +398,8 @@ class Retriever:
         if not loaded:
             raise UpstreamError(grpc.StatusCode.UNAVAILABLE, f"no index loaded from {self.cfg.export_dir}")
         query = self.validate(request, loaded)
-        towers = self.towers(query, loaded, deadline)
-        t_towers = time.monotonic()
-        lists = self.lists(query, loaded, towers)
-        t_ann = time.monotonic()
+        lists, t_towers, t_ann = self.gather(query, loaded, deadline)
+        t_ann = max(t_ann, t_towers)
         header = pb.RetrieveResponse(sampled_topics=query.topics, ignored_topics=query.ignored_topics,
                                      merge_policy=query.policy,
                                      unknown_items=sum(1 for i in query.history if i not in self.numbers.number))

@@ -189,4 +189,5 @@ class RetrievalServer:
         self._stop.set()
         if self._server is not None:
             self._server.stop(grace).wait()
+        self.retriever.close()
         self.channel.close()
