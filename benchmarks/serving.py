@@ -289,10 +289,11 @@ class Server:
       RuntimeError: the server exited or did not get ready (with its log's tail).
     """
 
-    def __init__(self, base: pathlib.Path, log_path: pathlib.Path, timeout: float = 600.0):
+    def __init__(self, base: pathlib.Path, log_path: pathlib.Path, timeout: float = 600.0,
+                 extra_args: list[str] = ()):
         self.log_path = log_path
         command = [sys.executable, "-m", "mer", "serve", "--export_dir", str(base.resolve()), "--port", "0",
-                   "--model_server_port", "0"]
+                   "--model_server_port", "0", *extra_args]
         started = time.perf_counter()
         self._log = open(log_path, "w")  # noqa: SIM115  (closed in stop)
         self.process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=self._log,
@@ -662,6 +663,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no_breakdown", dest="breakdown", action="store_false",
                         help="skip the one-client runs with other followed topics")
     parser.add_argument("--budget", type=int, default=1000)
+    parser.add_argument("--serve_args", default="", help="more `mer serve` flags, space-separated "
+                        "(e.g. '--tensorflow_intra_op_parallelism 1')")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default="benchmarks/results/serving_export",
                         help="synthetic exports, one directory per size and seed (reused)")
@@ -688,11 +691,12 @@ def main(argv=None) -> int:
     write_serving_files(str(base))  # absolute paths: right even if the cache moved
     users = json.loads((directory / "users.json").read_text())
     command = " ".join(["python -m benchmarks.serving", *(sys.argv[1:] if argv is None else argv)])
-    result = {"command": command, "quick": args.quick, "budget": args.budget, "export": export,
+    result = {"command": command, "quick": args.quick, "budget": args.budget, "serve_args": args.serve_args,
+              "export": export,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version()}, "source": source_state(),
               "levels": []}
-    server = Server(base, directory / "server.log")
+    server = Server(base, directory / "server.log", extra_args=args.serve_args.split())
     try:
         result["server"] = {"startup_seconds": round(server.startup_seconds, 1), "ready": server.ready}
         warm = Traffic(server.address, users, 1, args.budget).start()

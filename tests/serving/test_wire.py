@@ -57,3 +57,21 @@ def test_no_candidates_is_an_empty_field():
     empty = wire.ItemFields([], [])
     assert len(empty) == 0
     assert wire.candidates([empty], np.zeros(0), np.zeros(0), np.zeros(0, np.float32), [], np.zeros(0)) == b""
+
+
+def reference_item_fields(ids, topics) -> list[bytes]:
+    """One protobuf `Candidate(item_id, item_topics)` per row, serialised."""
+    return [pb.Candidate(item_id=i, item_topics=t).SerializeToString() for i, t in zip(ids, topics)]
+
+
+@pytest.mark.parametrize("chunk", [7, 65_536])
+def test_item_fields_equal_protobuf_per_row(chunk, monkeypatch):
+    monkeypatch.setattr(wire.ItemFields, "CHUNK", chunk)
+    rng = np.random.default_rng(1)
+    pool = ["t1", "tøpic", "t" * 200, "a"]
+    ids = [f"item-{i}" for i in range(300)] + ["ünï", "x" * 130, "y" * 20_000, ""]
+    topics = [list(rng.choice(pool, rng.integers(0, 4))) for _ in ids]
+    fields = wire.ItemFields(ids, topics)
+    assert [fields.row(r) for r in range(len(ids))] == reference_item_fields(ids, topics)
+    with pytest.raises(ValueError, match="line breaks"):
+        wire.ItemFields(["a\nb"], [[]])
