@@ -37,7 +37,7 @@ EXTRAS = {
     "bench": BENCH,
     # `mer report`: the HTML run report's plots.
     "report": REPORT,
-    "test": ["pytest", "pytest-timeout", "grpcio-tools==1.80.*", *SERVING, *BENCH, *REPORT],
+    "test": ["pytest", "pytest-timeout", "pytest-xdist", "grpcio-tools==1.80.*", *SERVING, *BENCH, *REPORT],
 }
 
 setup(
