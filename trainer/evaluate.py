@@ -72,8 +72,9 @@ def overlap(implicit_model, cr_model, cr_cfg, data_dir, corpus, k: int, max_reco
     imp, exp = [], []
     for batch in evaluation.iter_records(pattern, 256, cr_cfg.data.history_length, limit=max_records):
         history = corpus.columns(batch[features.HISTORY_ITEM_IDS])
-        _, scores = evaluation.rank_targets(implicit(batch), np.full(len(history), -1), history)
-        imp.append(evaluation.top_k(scores, k))
+        _, _, best = evaluation.scan_corpus(evaluation.column_scores(implicit, batch), len(corpus.ids),
+                                            np.full(len(history), -1), history, k)
+        imp.append(best)
         exp.extend(evaluation.explicit_candidates(explicit, corpus, batch, k))
     return evaluation.candidate_overlap(np.concatenate(imp), exp)
 

@@ -3,12 +3,20 @@
 Score of an item = max over the user's (unmasked) embeddings of the dot
 product; rank = 1 + number of corpus items scoring strictly higher, items of
 the record's history excluded; a target outside the corpus is a miss
-(rank = inf). Scoring is exact: batched matmul over the whole corpus.
+(rank = inf). Scoring is exact, over the whole corpus, but one chunk of
+corpus columns at a time (`scan_corpus`): a record's rank is a running count
+of items scoring strictly higher than its target and its top-k list a running
+merge, so memory is bounded by `[b, K, chunk]`, not `[b, K, C]` (a 1M-item
+corpus needs ~8 GiB per 256-record batch unchunked). The scores of a chunk are
+bit-identical to those columns of the whole-corpus matrix, so the ranks do not
+depend on the chunk size.
 
 Any scorer works (the two-tower model, or a baseline from
 `trainer/baselines.py`): a scorer maps a batch of records to `[b, C]` scores
-over the corpus. Per-record results (`RecordResults`) are kept so several
-seeds can be pooled and bootstrapped together (`summarize`).
+over the corpus; one that also has `column_scores(batch)` (as `ModelScorer`
+does) is asked for one chunk of columns at a time. Per-record results
+(`RecordResults`) are kept so several seeds can be pooled and bootstrapped
+together (`summarize`).
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ import numpy as np
 from trainer import features
 
 NEG_INF = np.float32(-np.inf)
+# Corpus columns scored at once: [256 records, 8 embeddings, 16384] float32
+# is 128 MiB; larger chunks are no faster (the matmul dominates).
+CHUNK_SIZE = 16_384
 MOVIELENS_KS = (20, 50, 100, 200)
 LARGE_CORPUS_KS = (100, 1000)
 HISTORY_BUCKETS = ((1, 4), (5, 19), (20, 49), (50, 10**9))
@@ -49,14 +60,22 @@ class Corpus:
         flat = [self.index.get(i, -1) for i in np.asarray(ids).reshape(-1).tolist()]
         return np.asarray(flat, np.int64).reshape(np.shape(ids))
 
-    def topic_mask(self, topics: np.ndarray) -> np.ndarray:
-        """`[b]` topics -> `[b, C]` bool, True where the item carries the topic."""
-        out = np.zeros((len(topics), len(self.ids)), bool)
+    def topic_mask(self, topics: np.ndarray, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """`[b]` topics -> `[b, hi - lo]` bool, True where the item of column
+        `lo + j` carries the row's topic (default: the whole corpus)."""
+        hi = len(self.ids) if hi is None else hi
+        out = np.zeros((len(topics), hi - lo), bool)
         for r, topic in enumerate(topics.tolist()):
             cols = self._by_topic.get(topic)
             if cols is not None:
-                out[r, cols] = True
+                cols = cols[np.searchsorted(cols, lo):np.searchsorted(cols, hi)]
+                out[r, cols - lo] = True
         return out
+
+    def carries(self, cols: np.ndarray, topics: np.ndarray) -> np.ndarray:
+        """`[b]` bool: item of column `cols[r]` (-1 = none) carries `topics[r]`."""
+        return np.asarray([c >= 0 and t in self.topics[c] for c, t in zip(cols.tolist(), topics.tolist())],
+                          bool)
 
     def __post_init__(self):
         by_topic: dict = {}
@@ -145,6 +164,121 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.where(finite, best, -1)
 
 
+def column_scores(score, batch: dict) -> Callable:
+    """`cols -> [b, len(cols)]` float32 scores of `batch` for corpus columns
+    `cols` (a slice or an int array).
+
+    A scorer with `column_scores(batch)` computes only the columns asked
+    for; any other is called once for the whole `[b, C]` matrix (baselines:
+    their scores are dense over the corpus anyway).
+    """
+    if hasattr(score, "column_scores"):
+        return score.column_scores(batch)
+    full = np.asarray(score(batch), np.float32)
+    return lambda cols: full[:, cols]
+
+
+class _RunningTopK:
+    """Top-k columns of a row's scores, merged chunk by chunk.
+
+    Exact: the k best of the corpus are among the k best of their chunk.
+    Equal scores keep the lower column first (`top_k` breaks ties at the
+    k-th score arbitrarily, so only the scores of the two lists are equal
+    under ties).
+    """
+
+    def __init__(self, rows: int, k: int):
+        self.scores = np.full((rows, k), -np.inf)  # float64 holds any float32 score exactly
+        self.cols = np.full((rows, k), -1, np.int64)
+
+    def add(self, scores: np.ndarray, lo: int) -> None:
+        k = min(self.scores.shape[1], scores.shape[1])
+        if not k:
+            return
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        cand_scores = np.concatenate([self.scores, np.take_along_axis(scores, part, axis=1)], axis=1)
+        cand_cols = np.concatenate([self.cols, part + lo], axis=1)
+        # A never-filled slot (column -1) sorts after any real column of equal score.
+        order = np.lexsort((np.where(cand_cols < 0, np.iinfo(np.int64).max, cand_cols), -cand_scores), axis=1)
+        order = order[:, : self.scores.shape[1]]
+        self.scores = np.take_along_axis(cand_scores, order, axis=1)
+        self.cols = np.take_along_axis(cand_cols, order, axis=1)
+
+    def result(self) -> np.ndarray:
+        """`[b, k]` columns, best first; -1 where fewer than k finite scores."""
+        return np.where(np.isfinite(self.scores), self.cols, -1)
+
+
+def _chunks(size: int, chunk_size: int) -> Iterator[tuple[int, int]]:
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    for lo in range(0, size, chunk_size):
+        yield lo, min(lo + chunk_size, size)
+
+
+def scan_corpus(scores_of: Callable, size: int, target_cols: np.ndarray, history_cols: np.ndarray,
+                k: int = 0, allowed_of: Callable | None = None, allowed_target: np.ndarray | None = None,
+                chunk_size: int = CHUNK_SIZE) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """SPEC §6.5 ranks and the top-k list, one chunk of corpus columns at a time.
+
+    Equal to `rank_targets` and `top_k` on the whole `[b, C]` matrix, in
+    `[b, chunk]` memory: the target's score is taken first (its own column),
+    then each chunk adds the items scoring strictly higher to the record's
+    count and its best items to the running top-k.
+
+    Args:
+      scores_of: `cols -> [b, len(cols)]` float32 scores (`column_scores`);
+        a returned array may be modified in place.
+      size: corpus size C.
+      target_cols: `[b]` corpus column of the target, -1 if not in the corpus.
+      history_cols: `[b, L]` corpus columns of the history (-1 = none); they
+        neither compete nor enter the top-k (the target excepted).
+      k: length of the top-k list (over the unfiltered scores); 0 = none.
+      allowed_of: for filtered ranks, `(lo, hi) -> [b, hi - lo]` bool, the
+        items that compete.
+      allowed_target: `[b]` bool, the target is allowed (else a miss);
+        required with `allowed_of`.
+      chunk_size: corpus columns scored at once.
+
+    Returns:
+      ranks `[b]` (inf = miss), filtered ranks `[b]` (None without
+      `allowed_of`) and `[b, min(k, C)]` top-k columns (-1 pads).
+    """
+    b = len(target_cols)
+    rows = np.arange(b)
+    known = target_cols >= 0
+    target = np.full(b, -np.inf)  # float64: exact for float32 and float64 scores
+    if known.any():
+        wanted, where = np.unique(target_cols[known], return_inverse=True)
+        target[known] = np.asarray(scores_of(wanted))[rows[known], where]
+    higher = np.zeros(b, np.int64)
+    filtered_higher = np.zeros(b, np.int64) if allowed_of is not None else None
+    best = _RunningTopK(b, min(k, size))
+    h_rows = np.repeat(rows, history_cols.shape[1])
+    h_cols = history_cols.reshape(-1)
+    keep = (h_cols >= 0) & (h_cols != np.repeat(target_cols, history_cols.shape[1]))
+    h_rows, h_cols = h_rows[keep], h_cols[keep]
+    for lo, hi in _chunks(size, chunk_size):
+        scores = np.asarray(scores_of(slice(lo, hi)))
+        inside = (h_cols >= lo) & (h_cols < hi)
+        scores[h_rows[inside], h_cols[inside] - lo] = NEG_INF
+        beats = scores > target[:, None]
+        # The target never outranks itself, whatever the last bit of its score.
+        own = known & (target_cols >= lo) & (target_cols < hi)
+        beats[rows[own], target_cols[own] - lo] = False
+        higher += beats.sum(axis=1)
+        if allowed_of is not None:
+            filtered_higher += (beats & allowed_of(lo, hi)).sum(axis=1)
+        if k:
+            best.add(scores, lo)
+    miss = ~known | ~np.isfinite(target)
+    ranks = np.where(miss, np.inf, 1.0 + higher)
+    filtered = None
+    if allowed_of is not None:
+        filtered = np.where(miss | ~allowed_target, np.inf, 1.0 + filtered_higher)
+    return ranks, filtered, best.result()
+
+
 @dataclasses.dataclass
 class RecordResults:
     """Per-record outcomes of one scorer (one seed) over one record set."""
@@ -179,29 +313,36 @@ def load_truth(pattern: str) -> dict:
 
 def evaluate_scorer(score: Callable[[dict], np.ndarray], corpus: Corpus, records: Iterator[dict],
                     filtered: bool = False, truth: dict | None = None,
-                    coverage_k: int = 50, keep_candidates: int = 0) -> RecordResults:
+                    coverage_k: int = 50, keep_candidates: int = 0,
+                    chunk_size: int = CHUNK_SIZE) -> RecordResults:
     """Runs `score` over `records`.
 
     Args:
-      score: batch -> `[b, C]` float32 scores over `corpus`.
+      score: batch -> `[b, C]` float32 scores over `corpus` (asked for
+        `chunk_size` columns at a time when it has `column_scores`).
       filtered: also compute filtered HR (condition topic must be carried).
       truth: synthetic ground truth; segments then come from it and interest
         coverage per tier is computed, else segments are history buckets.
       coverage_k: top-k list used for coverage and topic diversity.
       keep_candidates: keep each record's top-k columns (for overlap).
+      chunk_size: corpus columns scored at once (memory, not results).
     """
     ranks, franks, segs, div, cands = [], [], [], [], []
     cover: dict[str, list] = {}
+    size = len(corpus.ids)
     for batch in records:
         target = corpus.columns(batch[features.TARGET_ITEM_ID])
         history = corpus.columns(batch[features.HISTORY_ITEM_IDS])
-        raw = np.asarray(score(batch), np.float32)
-        r, masked = rank_targets(raw.copy() if filtered else raw, target, history)
+        allowed_of = allowed_target = None
+        if filtered:
+            topics = batch[features.CONDITION_TOPIC]
+            allowed_of = lambda lo, hi, topics=topics: corpus.topic_mask(topics, lo, hi)  # noqa: E731
+            allowed_target = corpus.carries(target, topics)
+        r, fr, best = scan_corpus(column_scores(score, batch), size, target, history,
+                                  max(coverage_k, keep_candidates), allowed_of, allowed_target, chunk_size)
         ranks.append(r)
         if filtered:
-            allowed = corpus.topic_mask(batch[features.CONDITION_TOPIC])
-            franks.append(rank_targets(raw, target, history, allowed)[0])
-        best = top_k(masked, max(coverage_k, keep_candidates))
+            franks.append(fr)
         if keep_candidates:
             cands.append(best[:, :keep_candidates])
         listed = [set().union(*(corpus.topics[c] for c in row if c >= 0)) for row in best[:, :coverage_k]]
@@ -348,14 +489,42 @@ class ModelScorer:
             return emb.numpy(), mask.numpy(), importance.numpy()
         return emb.numpy(), mask.numpy()
 
-    def __call__(self, batch: dict) -> np.ndarray:
+    def column_scores(self, batch: dict) -> Callable:
+        """`cols -> [b, len(cols)]` scores of `batch` for corpus columns `cols`.
+
+        The user embeddings are computed once; each call scores only its
+        columns, `[b, K, len(cols)]` at most. `einsum` sums each dot product
+        in the same order whatever the columns, so a chunk's scores are
+        bit-identical to those columns of the whole-corpus matrix.
+        """
         emb, mask = self.embed(batch)
-        scores = np.einsum("bkd,cd->bkc", emb, self.items)
-        scores[~mask] = NEG_INF
-        return scores.max(axis=1)
+
+        def scores(cols):
+            out = np.einsum("bkd,cd->bkc", emb, self.items[cols])
+            out[~mask] = NEG_INF
+            return out.max(axis=1)
+
+        return scores
+
+    def __call__(self, batch: dict) -> np.ndarray:
+        return self.column_scores(batch)(slice(None))
 
 
-def explicit_candidates(scorer: "ModelScorer", corpus: Corpus, batch: dict, k: int) -> list[set]:
+def _embedding_scores(emb: np.ndarray, items: np.ndarray, allowed_of: Callable | None = None) -> Callable:
+    """`cols -> [b, len(cols)]` dot products of one embedding per record with
+    the corpus items (einsum: bit-identical whatever the chunk); items not
+    `allowed_of(lo, hi)` score -inf."""
+    def scores(cols):
+        out = np.einsum("bd,cd->bc", emb, items[cols])
+        if allowed_of is not None:
+            out[~allowed_of(cols.start, cols.stop)] = NEG_INF
+        return out
+
+    return scores
+
+
+def explicit_candidates(scorer: "ModelScorer", corpus: Corpus, batch: dict, k: int,
+                        chunk_size: int = CHUNK_SIZE) -> list[set]:
     """Conditional Retrieval's candidate set per record, as served: one query
     per followed topic (`scorer.conditions`), equal budgets `ceil(k / n)`,
     history excluded, post-filter (the item must carry the topic), union."""
@@ -366,16 +535,16 @@ def explicit_candidates(scorer: "ModelScorer", corpus: Corpus, batch: dict, k: i
     budget = np.ceil(k / np.maximum(mask.sum(axis=1), 1)).astype(int)
     no_target = np.full(len(emb), -1)
     for c in range(emb.shape[1]):
-        scores = emb[:, c] @ scorer.items.T
-        _, scores = rank_targets(scores, no_target, history, corpus.topic_mask(topics[:, c]))
-        best = top_k(scores, int(budget.max()))
+        allowed_of = lambda lo, hi, t=topics[:, c]: corpus.topic_mask(t, lo, hi)  # noqa: E731
+        _, _, best = scan_corpus(_embedding_scores(emb[:, c], scorer.items, allowed_of), len(corpus.ids),
+                                 no_target, history, int(budget.max()), chunk_size=chunk_size)
         for r in np.flatnonzero(mask[:, c]):
             out[r].update(int(x) for x in best[r, : budget[r]] if x >= 0)
     return out
 
 
 def served_hits(scorer: "ModelScorer", corpus: Corpus, records: Iterator[dict],
-                ks=MOVIELENS_KS) -> dict[int, np.ndarray]:
+                ks=MOVIELENS_KS, chunk_size: int = CHUNK_SIZE) -> dict[int, np.ndarray]:
     """Hits under the serving merge instead of SPEC §6's max scoring: each
     user embedding retrieves from the corpus (history excluded, exact),
     budgets of K candidates follow the model's importance
@@ -395,8 +564,8 @@ def served_hits(scorer: "ModelScorer", corpus: Corpus, records: Iterator[dict],
         history = corpus.columns(batch[features.HISTORY_ITEM_IDS])
         lists = np.full(mask.shape + (min(depth, len(corpus.ids)),), -1)
         for j in range(mask.shape[1]):
-            _, masked = rank_targets(emb[:, j] @ scorer.items.T, target, history)
-            lists[:, j] = top_k(masked, depth)
+            _, _, lists[:, j] = scan_corpus(_embedding_scores(emb[:, j], scorer.items), len(corpus.ids),
+                                            target, history, depth, chunk_size=chunk_size)
         for k in ks:
             share = budgets(importance, mask, k)
             hits[k].append(np.asarray([target[r] >= 0 and target[r] in round_robin(lists[r], share[r], k)
