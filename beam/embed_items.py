@@ -106,10 +106,27 @@ def build_pipeline(p: beam.Pipeline, catalog: str, model_path: str, output_prefi
             | "Write" >> beam.io.WriteToTFRecord(output_prefix, file_name_suffix=".tfrecord", num_shards=num_shards))
 
 
+def _corrupt_shard(files: list[str], spec: dict, err) -> str:
+    """One line naming the shard that cannot be read (TensorFlow's message names none)."""
+    import tensorflow as tf
+
+    for path in files:
+        try:
+            for _ in tf.data.TFRecordDataset([path]).batch(65536).map(lambda x: tf.io.parse_example(x, spec)):
+                pass
+        except tf.errors.OpError as shard_err:
+            return f"{path}: corrupt TFRecord shard ({shard_err.message.splitlines()[0]})"
+    return f"{files[0]}...: corrupt TFRecord shards ({err.message.splitlines()[0]})"
+
+
 def read_embeddings(directory: str) -> dict:
     """The shards of one embeddings directory, in catalog order.
 
     Returns: `{"item_ids": [N], "topics": [N] lists, "embeddings": [N, d] float32}`.
+
+    Raises:
+      FileNotFoundError: no shard.
+      ValueError: a shard is corrupt or not an embeddings shard (names it).
     """
     import tensorflow as tf
 
@@ -120,11 +137,14 @@ def read_embeddings(directory: str) -> dict:
             TOPICS: tf.io.RaggedFeature(tf.string), EMBEDDING: tf.io.RaggedFeature(tf.float32)}
     rows, ids, topics, vectors = [], [], [], []
     # (the writer never publishes an empty directory: see run_embed_items)
-    for batch in tf.data.TFRecordDataset(files).batch(65536).map(lambda x: tf.io.parse_example(x, spec)):
-        rows.append(batch[ROW].numpy())
-        ids += [i.decode() for i in batch[ITEM_ID].numpy()]
-        topics += [[t.decode() for t in row] for row in batch[TOPICS].to_list()]
-        vectors.append(batch[EMBEDDING].to_tensor().numpy())
+    try:
+        for batch in tf.data.TFRecordDataset(files).batch(65536).map(lambda x: tf.io.parse_example(x, spec)):
+            rows.append(batch[ROW].numpy())
+            ids += [i.decode() for i in batch[ITEM_ID].numpy()]
+            topics += [[t.decode() for t in row] for row in batch[TOPICS].to_list()]
+            vectors.append(batch[EMBEDDING].to_tensor().numpy())
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
+        raise ValueError(_corrupt_shard(files, spec, err)) from None
     order = np.argsort(np.concatenate(rows), kind="stable")
     return {"item_ids": [ids[i] for i in order], "topics": [topics[i] for i in order],
             "embeddings": np.concatenate(vectors)[order].astype(np.float32)}

@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import math
 
-from beam.records import BadRow, Event, Follow, Item, parse_timestamp, required
+from beam.records import BadRow, Event, Follow, Item, parse_timestamp, required, text_value
+
+# Columns every file of a kind must have (CSV/TSV header, Parquet schema).
+EVENT_COLUMNS = ("user_id", "item_id", "timestamp")
+ITEM_COLUMNS = ("item_id",)
+FOLLOW_COLUMNS = ("user_id", "topic")
 
 
-def split_list(value) -> tuple[str, ...]:
-    """`a|b` strings or lists to a tuple of non-empty stripped strings."""
+def split_list(value, field: str = "topics") -> tuple[str, ...]:
+    """`a|b` strings or lists to a tuple of non-empty stripped strings.
+
+    Raises:
+      BadRow: `wrong_type` for an object, or a list holding anything but
+        strings and integers.
+    """
     if value is None:
         return ()
     if isinstance(value, (list, tuple)):
-        parts = value
-    else:
-        parts = str(value).split("|")
-    return tuple(p for p in (str(x).strip() for x in parts) if p)
+        return tuple(p for p in (text_value({field: x}, field) for x in value) if p)
+    if isinstance(value, dict):
+        text_value({field: value}, field)  # raises wrong_type
+    return tuple(p for p in (x.strip() for x in str(value).split("|")) if p)
 
 
 def _float(value, field: str) -> float:
@@ -35,14 +45,16 @@ def _float(value, field: str) -> float:
 
 def event_from_row(row: dict, file_index: int, line: int, negative_actions: tuple[str, ...]) -> Event:
     """Generic event: user_id, item_id, timestamp, optional action/source_topic."""
-    action = str(row.get("action") or "engage").strip() or "engage"
-    source = row.get("source_topic")
+    action = text_value(row, "action") or "engage"
+    timestamp = row.get("timestamp")
+    if timestamp is None or (isinstance(timestamp, str) and not timestamp.strip()):
+        raise BadRow("missing_field", "timestamp is missing or empty")
     return Event(
         user_id=required(row, "user_id"),
         item_id=required(row, "item_id"),
-        timestamp=parse_timestamp(required(row, "timestamp")),
+        timestamp=parse_timestamp(timestamp),
         negative=action in negative_actions,
-        source_topic=str(source).strip() if source is not None else "",
+        source_topic=text_value(row, "source_topic"),
         file_index=file_index,
         line=line,
     )
@@ -63,6 +75,8 @@ def item_from_row(
     content: list[float] = []
     if vector_dim:
         raw = row.get(vector_column)
+        if isinstance(raw, dict):
+            raise BadRow("wrong_type", f"{vector_column}: expected {vector_dim} numbers, got an object")
         values = raw if isinstance(raw, (list, tuple)) else str(raw or "").split()
         if not values:
             valid = False
@@ -82,7 +96,7 @@ def item_from_row(
             content.append(_float(raw, column))
     categorical = []
     for column in categorical_columns:
-        value = str(row.get(column) or "").strip()
+        value = text_value(row, column)
         valid = valid and bool(value)
         categorical.append((column, value))
     return Item(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from beam.readers import TableFormat
-from beam.records import BadRow, Event, Item, required
+from beam.records import BadRow, Event, Item, parse_timestamp, required
 
 # The 19 genre flags of u.item, in file order (also listed in u.genre).
 ML100K_GENRES = (
@@ -47,7 +47,7 @@ def _rating_event(row, file_index, line, user, item, negative_rating_max) -> Eve
     ts = required(row, "timestamp")
     if not ts.isdigit():
         raise BadRow("bad_timestamp", f"timestamp {ts!r}: expected unix seconds")
-    return Event(user, item, int(ts), rating <= negative_rating_max, "", file_index, line)
+    return Event(user, item, parse_timestamp(ts), rating <= negative_rating_max, "", file_index, line)
 
 
 def latest_event(row, file_index, line, negative_rating_max: float) -> Event:

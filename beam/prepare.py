@@ -25,7 +25,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from beam import mappers, movielens
-from beam.readers import DEAD, STATS, ReadRecords, expand_files, read_records
+from beam.readers import DEAD, STATS, ReadRecords, check_columns, expand_files, read_records
 from beam.records import Event, Follow, dead_letter
 from beam.shard_writer import TFRecordShard, shard_path, write_text
 from beam.user_records import build_user_records, order_and_dedup, stable_shard
@@ -341,7 +341,14 @@ def _write_manifest(_, output_dir, cfg_dict, cutoff, tables, paths, shards, **pa
 
 
 def source_inputs(cfg: MerConfig, raw_dir: str | None = None) -> dict:
-    """Resolves the input files and row mappers for the configured source."""
+    """Resolves the input files and row mappers for the configured source.
+
+    Raises:
+      FileNotFoundError: a required input matched no file.
+      ValueError: a CSV/TSV header or Parquet schema lacks a required column
+        (the mappers' required columns and every configured item feature
+        column), or cannot be read.
+    """
     data = cfg.data
     src = data.source
     neg = tuple(data.negative_actions)
@@ -355,7 +362,7 @@ def source_inputs(cfg: MerConfig, raw_dir: str | None = None) -> dict:
         else:
             events, items, follows = src.events, src.items, src.follows
             vector_dim, categorical = src.item_vector_dim, tuple(src.item_categorical_columns)
-        return {
+        inputs = {
             "events": (expand_files(events, "data.source.events"),
                        functools.partial(mappers.event_from_row, negative_actions=neg), None),
             "items": (expand_files(items, "data.source.items"),
@@ -369,6 +376,11 @@ def source_inputs(cfg: MerConfig, raw_dir: str | None = None) -> dict:
             "follows": (expand_files(follows, "data.source.follows", required=False) if follows else [],
                         mappers.follow_from_row, None),
         }
+        item_columns = ((src.item_vector_column,) if vector_dim else ()) + tuple(src.item_numeric_columns)
+        for kind, columns in (("events", mappers.EVENT_COLUMNS), ("items", mappers.ITEM_COLUMNS + item_columns
+                                                                 + categorical), ("follows", mappers.FOLLOW_COLUMNS)):
+            check_columns(f"data.source.{kind}", inputs[kind][0], columns)
+        return inputs
     root = src.path
     if not root:
         raise ValueError(f"data.source.path: required for format {src.format!r} (the GroupLens directory)")

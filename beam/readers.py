@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam.records import BadRow, dead_letter
+from beam.records import BadRow, dead_letter, plausible_timestamp
 
 DEAD = "dead"
 STATS = "stats"
@@ -81,6 +81,62 @@ def expand_files(patterns: str, what: str, required: bool = True) -> list[str]:
     return sorted(set(paths))
 
 
+def read_columns(path: str, fmt: TableFormat) -> list[str] | None:
+    """The column names of one file: the header line, or the Parquet schema.
+
+    Returns:
+      None where a file has no header (JSONL, fixed `columns`, an empty file).
+
+    Raises:
+      ValueError: the header or the Parquet footer cannot be read.
+    """
+    if fmt.columns or fmt.kind == "jsonl":
+        return None
+    if fmt.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            with FileSystems.open(path) as handle:
+                return list(pq.read_schema(handle).names)
+        except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...
+            raise ValueError(f"{path}: not a readable Parquet file: {str(err).splitlines()[0]}") from None
+    with FileSystems.open(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.rstrip(b"\r\n").decode(fmt.encoding)
+                fields = next(csv.reader([text], delimiter=fmt.delimiter))
+            except (UnicodeDecodeError, csv.Error) as err:
+                raise ValueError(f"{path}: line {number}: the header cannot be read: {err}") from None
+            return [h.strip().lstrip("\ufeff") for h in fields]
+    return None
+
+
+def check_columns(what: str, paths: list[str], required: tuple[str, ...], fmt: TableFormat | None = None) -> None:
+    """Fails fast when a file's header lacks a required column.
+
+    Why before the run: a wrong header (`user,item,ts`) would otherwise
+    dead-letter every row of the file and leave a run with no examples.
+    Headers are read in parallel (one small read per file; `gs://` works).
+
+    Raises:
+      ValueError: `<what> file <path>: header lacks required column(s) ...`.
+    """
+    import concurrent.futures
+
+    def check(path: str) -> None:
+        columns = read_columns(path, fmt or format_for_path(path))
+        missing = [c for c in required if columns is not None and c not in columns]
+        if missing:
+            raise ValueError(f"{what} file {path}: header lacks required column(s) {', '.join(missing)} "
+                             f"(has: {', '.join(columns)})")
+
+    with concurrent.futures.ThreadPoolExecutor(min(16, max(1, len(paths)))) as pool:
+        for _ in pool.map(check, paths):
+            pass
+
+
 def iter_rows(path: str, fmt: TableFormat) -> Iterator[tuple[int, object, object]]:
     """Yields `(line, row_dict_or_None, raw_or_error)` for every record.
 
@@ -117,7 +173,15 @@ def iter_rows(path: str, fmt: TableFormat) -> Iterator[tuple[int, object, object
                     continue
                 yield number, row, text
                 continue
-            fields = next(csv.reader([text], delimiter=fmt.delimiter))
+            try:
+                fields = next(csv.reader([text], delimiter=fmt.delimiter))
+            except csv.Error as err:
+                if header is None:
+                    raise ValueError(f"{path}: line {number}: the header cannot be read: {err}") from None
+                # e.g. a field over csv.field_size_limit() (131,072 characters)
+                reason = "field_too_large" if "field limit" in str(err) else "bad_csv"
+                yield number, None, (raw, BadRow(reason, str(err)))
+                continue
             if header is None:
                 header = [h.strip().lstrip("\ufeff") for h in fields]
                 continue
@@ -157,7 +221,7 @@ class ReadRecords(beam.DoFn):
         kind, file_index, path = element
         mapper, fmt = self._specs[kind]
         fmt = fmt or format_for_path(path)
-        rows = 0
+        rows = implausible = 0
         for line, row, raw in iter_rows(path, fmt):
             rows += 1
             if row is None:
@@ -171,8 +235,12 @@ class ReadRecords(beam.DoFn):
             except BadRow as err:
                 yield beam.pvalue.TaggedOutput(DEAD, dead_letter(kind, path, line, err.reason, err.detail, raw))
                 continue
+            timestamp = getattr(record, "timestamp", None)
+            implausible += timestamp is not None and not plausible_timestamp(timestamp)
             yield from self.route(kind, record, *side_inputs)
         yield beam.pvalue.TaggedOutput(STATS, (f"{kind}_rows_in", rows))
+        if implausible:
+            yield beam.pvalue.TaggedOutput(STATS, (f"{kind}_implausible_timestamps", implausible))
         if rows == 0:
             yield beam.pvalue.TaggedOutput(STATS, (f"{kind}_empty_files", 1))
 

@@ -58,18 +58,65 @@ def previous_outputs(output_dir: str, stage: str, keep: str | None = None) -> li
                   if owned(m.path[len(base):].split("/")[0]) and not (keep and m.path.startswith(keep)))
 
 
+class PrepareFailed(RuntimeError):
+    """The run finished but its outputs cannot be used (e.g. no training example)."""
+
+
+def check_writable(output_dir: str) -> None:
+    """Writes and deletes a probe file so an unwritable directory fails before the run.
+
+    Why: otherwise the first write fails deep inside a Beam worker, after
+    reading every input, with a long traceback.
+
+    Raises:
+      PermissionError: `output directory <dir> is not writable: <reason>`.
+    """
+    probe = FileSystems.join(output_dir, ".mer-write-probe")
+    try:
+        if "://" not in output_dir:
+            os.makedirs(output_dir, exist_ok=True)
+        with FileSystems.create(probe) as handle:
+            handle.write(b"")
+        FileSystems.delete([probe])
+    except Exception as err:  # OSError locally; BeamIOError / auth errors on object stores
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise PermissionError(f"output directory {output_dir} is not writable: {reason}") from None
+
+
+def check_examples(manifest: dict, output_dir: str) -> None:
+    """A run that produced no training example fails instead of surfacing at `mer train`.
+
+    Raises:
+      PrepareFailed: one line: rows in and kept, the cutoff, the top dead-letter reasons.
+    """
+    counts = manifest["counts"]
+    if counts.get("examples/train/implicit", 0) > 0:
+        return
+    events = manifest["balance"]["events"]
+    dead = sorted(manifest["dead_letter"].items(), key=lambda kv: (-kv[1], kv[0]))
+    reasons = ", ".join(f"{k} {v}" for k, v in dead[:3]) or "none"
+    examples = sum(v for k, v in counts.items() if k.startswith("examples/"))
+    raise PrepareFailed(
+        f"no training examples ({examples} examples in all): {events['in']} event rows in, {events['kept']} kept, "
+        f"cutoff {manifest['cutoff']}; dead letters: {reasons} (see {FileSystems.join(output_dir, 'dead_letter')})")
+
+
 def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:
-    """Standard Beam options; local multi-process DirectRunner by default."""
+    """Standard Beam options; local multi-process DirectRunner by default (workers log warnings and up)."""
     args = list(beam_args or [])
     if not any(a.startswith("--runner") for a in args):
         args += ["--runner=DirectRunner", "--direct_running_mode=multi_processing"]
         if not any(a.startswith("--direct_num_workers") for a in args):
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+        # The local workers' INFO lines would bury prepare's one-line errors.
+        if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+            args.append("--default_sdk_harness_log_level=WARNING")
     return PipelineOptions(args)
 
 
 def generate_synthetic(cfg: MerConfig, raw_dir: str, beam_args: list[str] | None = None) -> float:
     """Writes the synthetic world's raw files; returns seconds taken."""
+    check_writable(raw_dir)
     start = time.perf_counter()
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         synthetic.build_pipeline(p, cfg.data.synthetic, raw_dir)
@@ -86,7 +133,12 @@ def run_prepare(cfg: MerConfig, output_dir: str, beam_args: list[str] | None = N
 
     Raises:
       RuntimeError: rows in != kept + dead letter for some input (a bug).
+      PrepareFailed: no training example (nothing for `mer train`).
+      PermissionError: `output_dir` is not writable.
+      FileNotFoundError, ValueError: a missing input, a header without a
+        required column (found before the pipeline runs).
     """
+    check_writable(output_dir)
     if cfg.data.source.format == "synthetic" and raw_dir is None:
         raw_dir = FileSystems.join(output_dir, "raw")
         generate_synthetic(cfg, raw_dir, beam_args)
@@ -96,6 +148,7 @@ def run_prepare(cfg: MerConfig, output_dir: str, beam_args: list[str] | None = N
     broken = {k: v for k, v in manifest["balance"].items() if not v["ok"]}
     if broken:
         raise RuntimeError(f"prepare: rows in != kept + dead letter: {broken}")
+    check_examples(manifest, output_dir)
     # Last: a config.yaml only ever sits next to the outputs it produced.
     write_text(FileSystems.join(output_dir, features.RESOLVED_CONFIG), dump_config(cfg))
     return manifest

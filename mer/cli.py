@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                              help="config override, e.g. data.history_length=20 (repeatable)")
         command.add_argument("--overwrite", action="store_true",
                              help="replace an earlier run's outputs in --output_dir (refused otherwise)")
+        command.add_argument("-v", "--verbose", action="store_true",
+                             help="on an error, print the traceback too (by default: one line)")
         command.set_defaults(command=command)
         command.epilog = "Arguments after `--` are Beam pipeline options (e.g. -- --runner=DataflowRunner)."
     prep.add_argument("--raw_dir", default=None,
@@ -94,11 +96,26 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"mer {args.stage}: error: {err}", file=sys.stderr)
         return 2
-    if args.stage == "synthesize":
-        seconds = generate_synthetic(cfg, args.output_dir, beam_args)
-        print(json.dumps({"raw_dir": args.output_dir, "seconds": round(seconds, 1)}))
-        return 0
-    manifest = run_prepare(cfg, args.output_dir, beam_args, raw_dir=args.raw_dir)
+    try:
+        if args.stage == "synthesize":
+            seconds = generate_synthetic(cfg, args.output_dir, beam_args)
+            print(json.dumps({"raw_dir": args.output_dir, "seconds": round(seconds, 1)}))
+            return 0
+        manifest = run_prepare(cfg, args.output_dir, beam_args, raw_dir=args.raw_dir)
+    except Exception as err:  # noqa: BLE001 -- one line for the user; -v shows the traceback
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        print(f"mer {args.stage}: error: {lines[0]}", file=sys.stderr)
+        # 2: bad input or output found before the run; 1: the run itself failed.
+        return 2 if isinstance(err, (ValueError, OSError)) else 1
+    implausible = manifest["counts"].get("events_implausible_timestamps", 0)
+    if implausible:
+        print(f"mer prepare: warning: {implausible} event rows have timestamps outside 1970-01-01..2100-01-01 "
+              "(negative, or milliseconds?); kept, as only their order matters "
+              "(manifest counts.events_implausible_timestamps)", file=sys.stderr)
     summary = {k: manifest["counts"].get(f"examples/{k}", 0) for k in
                ("train/implicit", "train/explicit", "eval/implicit", "eval/explicit")}
     print(json.dumps({"output_dir": args.output_dir, "cutoff": manifest["cutoff"],
