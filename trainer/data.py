@@ -29,15 +29,69 @@ def pad_history(parsed: dict, history_length: int) -> dict:
     return out
 
 
-def _in_time_range(time_range: tuple[int, int]):
+# Records whose timestamp is tested per parse: one parse per batch instead
+# of one per record (the validation carve of a large training set).
+_FILTER_BATCH = 4096
+# Files open at once in the shuffled (training) order. A constant, not a
+# core count: it is part of the order, so same seed -> same stream anywhere.
+READ_CYCLE = 8
+
+
+def filter_time_range(ds: tf.data.Dataset, time_range: tuple[int, int]) -> tf.data.Dataset:
+    """Serialized records with `lo <= target_timestamp < hi`, in their order.
+
+    Why batched: `parse_single_example` per record costs a kernel launch per
+    record; one `parse_example` per 4,096 records (in parallel, order kept)
+    reads the same fields many times faster.
+    """
     lo, hi = time_range
     spec = {features.TARGET_TIMESTAMP: tf.io.FixedLenFeature([], tf.int64)}
 
-    def keep(record):
-        ts = tf.io.parse_single_example(record, spec)[features.TARGET_TIMESTAMP]
-        return tf.logical_and(ts >= lo, ts < hi)
+    def keep(records):
+        ts = tf.io.parse_example(records, spec)[features.TARGET_TIMESTAMP]
+        return tf.boolean_mask(records, tf.logical_and(ts >= lo, ts < hi))
 
-    return keep
+    return ds.batch(_FILTER_BATCH).map(keep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+
+def read_records(files: list[str], interleave: bool = False,
+                 num_parallel_reads: int | None = tf.data.AUTOTUNE) -> tf.data.Dataset:
+    """Serialized records of `files`.
+
+    With `interleave`, one record of each of `READ_CYCLE` open files in turn
+    (training: the shuffle buffer then mixes records of many files), read by
+    up to `num_parallel_reads` threads; the order never depends on that
+    number (deterministic interleave). Without, file after file as listed
+    (`iter_records`' "file order", a record limit's first N records).
+
+    Args:
+      files: TFRecord paths (any gfile URI), in order.
+      interleave: mix the files record by record instead of file order.
+      num_parallel_reads: reader threads when interleaving; 1 or None = one.
+    """
+    if not interleave:
+        # A deterministic parallel interleave in file order would buffer
+        # whole files (its output buffer is sized by the block length).
+        return tf.data.TFRecordDataset(files)
+    names = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
+    cycle = max(1, min(READ_CYCLE, len(files)))
+    if num_parallel_reads in (None, 1):
+        return names.interleave(tf.data.TFRecordDataset, cycle_length=cycle, block_length=1)
+    return names.interleave(tf.data.TFRecordDataset, cycle_length=cycle, block_length=1,
+                            num_parallel_calls=num_parallel_reads, deterministic=True)
+
+
+def auto_shard_options(num_files: int, num_workers: int) -> tf.data.Options:
+    """tf.data options for `MultiWorkerMirroredStrategy`'s auto-sharding.
+
+    With at least as many files as workers, each worker reads only its own
+    files (FILE); with fewer, every worker reads every file and keeps its
+    share of the batches (DATA), since a worker without a file has no data.
+    """
+    policy = tf.data.experimental.AutoShardPolicy
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = policy.FILE if num_files >= num_workers else policy.DATA
+    return options
 
 
 # `<name>-00003-of-00016<suffix>`, as beam/shard_writer.py names shards.
@@ -120,32 +174,40 @@ def match_files(pattern: str) -> list[str]:
 def target_timestamps(pattern: str) -> np.ndarray:
     """All `target_timestamp`s of the matching records (one cheap pass)."""
     spec = {features.TARGET_TIMESTAMP: tf.io.FixedLenFeature([], tf.int64)}
-    ds = tf.data.TFRecordDataset(match_files(pattern)).batch(8192).map(
-        lambda x: tf.io.parse_example(x, spec)[features.TARGET_TIMESTAMP])
+    ds = tf.data.TFRecordDataset(match_files(pattern), num_parallel_reads=4).batch(8192).map(
+        lambda x: tf.io.parse_example(x, spec)[features.TARGET_TIMESTAMP], num_parallel_calls=tf.data.AUTOTUNE)
     parts = [b.numpy() for b in ds]
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def build_dataset(pattern: str, batch_size: int, history_length: int, shuffle: bool = True,
                   seed: int = 0, repeat: bool = False, drop_remainder: bool = True,
-                  time_range: tuple[int, int] | None = None, skip_batches: int = 0) -> tf.data.Dataset:
+                  time_range: tuple[int, int] | None = None, skip_batches: int = 0,
+                  num_parallel_reads: int | None = tf.data.AUTOTUNE, num_workers: int = 1) -> tf.data.Dataset:
     """Batched, parsed, padded examples from `pattern` (local or any gfile URI).
 
-    The order is a pure function of (files, seed): with `repeat`, batch j of
-    the stream is the same in every run, which is what lets a resumed job
-    `skip_batches` exactly the batches its checkpoint already trained on.
+    The order is a pure function of (files, shuffle, seed), whatever
+    `num_parallel_reads`: with `repeat`, batch j of the stream is the same
+    in every run, which is what lets a resumed job `skip_batches` exactly
+    the batches its checkpoint already trained on. With `shuffle` the files
+    are interleaved record by record before the shuffle buffer (in parallel,
+    `read_records`); without, the records come file after file, as listed.
 
     Args:
       time_range: keep records with `lo <= target_timestamp < hi` (the
         validation carve).
       skip_batches: drop this many batches from the start of the stream.
+      num_parallel_reads: files read at once with `shuffle` (1 = one at a time).
+      num_workers: workers of a `MultiWorkerMirroredStrategy`; with >= 2 the
+        dataset carries the auto-shard policy (`auto_shard_options`).
 
     Raises:
       FileNotFoundError: the pattern matches no file.
     """
-    ds = tf.data.TFRecordDataset(match_files(pattern))
+    files = match_files(pattern)
+    ds = read_records(files, interleave=shuffle, num_parallel_reads=num_parallel_reads)
     if time_range is not None:
-        ds = ds.filter(_in_time_range(time_range))
+        ds = filter_time_range(ds, time_range)
     if shuffle:
         ds = ds.shuffle(20_000, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -156,4 +218,6 @@ def build_dataset(pattern: str, batch_size: int, history_length: int, shuffle: b
         ds = ds.skip(skip_batches)
     ds = ds.map(lambda x: pad_history(tf.io.parse_example(x, spec), history_length),
                 num_parallel_calls=tf.data.AUTOTUNE)
+    if num_workers >= 2:
+        ds = ds.with_options(auto_shard_options(len(files), num_workers))
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,171 @@
+"""Evaluation memory and time at large corpora, and training input throughput.
+
+Evaluation: SPEC §6 exact evaluation (`trainer.evaluation.evaluate_scorer`,
+the `ModelScorer` scoring path) of `--records` records with K random user
+embeddings against a corpus of random item embeddings, per corpus size, each
+in a fresh subprocess so its peak RSS is its own. Reports seconds, records/s,
+the peak of NumPy/Python allocations during the evaluation (tracemalloc),
+the process's peak RSS, and the size the unchunked `[256, K, C]` score array
+alone would have had.
+
+Input: examples/s read and parsed by `trainer.data.build_dataset` (shuffled,
+interleaved, validation time filter, batch 256) from a prepared world's
+training TFRecords, for 1 and 2 parallel reads.
+
+  python -m benchmarks.evaluation [--corpus 100000,1000000] [--records 2000]
+                                  [--prepared DIR] [--out benchmarks/results/evaluation.json]
+
+Without `--prepared` it prepares the `synthetic-small` world into a temporary
+directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _scorer(items: np.ndarray, emb: np.ndarray, mask: np.ndarray):
+    """A `ModelScorer` over fixed random embeddings (its scoring code, no model)."""
+    from trainer import features
+    from trainer.evaluation import ModelScorer
+
+    class RandomScorer(ModelScorer):
+        def __init__(self):
+            self.items = items
+
+        def embed(self, batch, with_importance=False):
+            rows = np.asarray([int(u[1:]) for u in batch[features.USER_ID].tolist()])
+            return emb[rows], mask[rows]
+
+    return RandomScorer()
+
+
+def measure_evaluation(size: int, records: int, k: int, dim: int, chunk_size: int) -> dict:
+    """One corpus size, in this process (run it in a fresh one for RSS)."""
+    import tracemalloc
+
+    from trainer import features
+    from trainer.evaluation import Corpus, evaluate_scorer
+
+    rng = np.random.default_rng(0)
+    ids = np.asarray([b"%d" % c for c in range(size)], object)
+    corpus = Corpus(ids, {i: c for c, i in enumerate(ids)}, [frozenset()] * size, np.ones(size))
+    items = rng.normal(size=(size, dim)).astype(np.float32)
+    emb = rng.normal(size=(records, k, dim)).astype(np.float32)
+    mask = rng.random((records, k)) < 0.8
+    mask[:, 0] = True
+    history = rng.integers(0, size, (records, 50))
+    batches = []
+    for lo in range(0, records, 256):
+        hi = min(lo + 256, records)
+        batches.append({
+            features.USER_ID: np.asarray([b"u%d" % r for r in range(lo, hi)], object),
+            features.TARGET_ITEM_ID: ids[rng.integers(0, size, hi - lo)],
+            features.HISTORY_ITEM_IDS: ids[history[lo:hi]]})
+    scorer = _scorer(items, emb, mask)
+    tracemalloc.start()
+    start = time.perf_counter()
+    out = evaluate_scorer(scorer, corpus, iter(batches), coverage_k=100, chunk_size=chunk_size)
+    seconds = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"corpus": size, "records": records, "embeddings": k, "dim": dim, "chunk_size": chunk_size,
+            "seconds": seconds, "records_per_s": records / seconds, "tracemalloc_peak_mib": peak / 2**20,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "corpus_embeddings_mib": items.nbytes / 2**20,
+            "unchunked_scores_mib": 256 * k * size * 4 / 2**20,
+            "hr_at_100": float((out.ranks <= 100).mean())}
+
+
+def measure_input(prepared: str, reads: int, batches: int, repeats: int) -> dict:
+    """Examples/s of the training input pipeline (read, filter, parse, pad)."""
+    from trainer.config import load_config
+    from trainer.data import build_dataset, target_timestamps
+    from trainer.model_io import train_pattern
+    from trainer.task import validation_split
+
+    cfg = load_config("synthetic-small")
+    pattern = train_pattern(prepared, cfg)
+    split = validation_split(target_timestamps(pattern), cfg.train.validation_fraction)
+    rates = []
+    for _ in range(repeats + 1):  # the first round warms up
+        ds = build_dataset(pattern, 256, cfg.data.history_length, seed=0, repeat=True,
+                           time_range=split["train_range"], num_parallel_reads=reads).take(batches)
+        start = time.perf_counter()
+        n = sum(int(b["user_id"].shape[0]) for b in ds)
+        rates.append(n / (time.perf_counter() - start))
+    return {"parallel_reads": reads, "batches": batches, "examples_per_s": statistics.median(rates[1:]),
+            "range": [min(rates[1:]), max(rates[1:])]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", default="100000,1000000", help="comma-separated corpus sizes")
+    parser.add_argument("--records", type=int, default=2000)
+    parser.add_argument("--embeddings", type=int, default=4)
+    parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument("--chunk_size", type=int, default=0, help="0 = trainer.evaluation.CHUNK_SIZE")
+    parser.add_argument("--prepared", default="", help="a prepared synthetic world (default: prepare one)")
+    parser.add_argument("--input_batches", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/evaluation.json")
+    parser.add_argument("--_one", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    from trainer.evaluation import CHUNK_SIZE
+
+    chunk = args.chunk_size or CHUNK_SIZE
+    if args._one:
+        print(json.dumps(measure_evaluation(args._one, args.records, args.embeddings, args.dim, chunk)))
+        return 0
+    evaluation = []
+    for size in (int(s) for s in args.corpus.split(",") if s):
+        cmd = [sys.executable, "-m", "benchmarks.evaluation", "--_one", str(size), "--records", str(args.records),
+               "--embeddings", str(args.embeddings), "--dim", str(args.dim), "--chunk_size", str(chunk)]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        evaluation.append(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = args.prepared
+        if not prepared:
+            from beam.run import run_prepare
+            from trainer.config import load_config
+
+            prepared = f"{tmp}/synthetic-small"
+            run_prepare(load_config("synthetic-small"), prepared,
+                        ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+        inputs = [measure_input(prepared, reads, args.input_batches, args.repeats) for reads in (1, 2)]
+
+    print(f"Exact evaluation, {args.records} records, K={args.embeddings}, d={args.dim}, chunk {chunk} columns")
+    print("| corpus | s | records/s | peak tracemalloc MiB | peak RSS MiB | corpus embeddings MiB "
+          "| unchunked [256, K, C] MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in evaluation:
+        print(f"| {r['corpus']:,} | {r['seconds']:.1f} | {r['records_per_s']:.0f} | "
+              f"{r['tracemalloc_peak_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['corpus_embeddings_mib']:.0f} | "
+              f"{r['unchunked_scores_mib']:,.0f} |")
+    print(f"\nTraining input ({args.input_batches} batches of 256, median of {args.repeats})")
+    print("| parallel reads | examples/s | range |")
+    print("|---|---|---|")
+    for r in inputs:
+        print(f"| {r['parallel_reads']} | {r['examples_per_s']:,.0f} | "
+              f"{r['range'][0]:,.0f}-{r['range'][1]:,.0f} |")
+    from benchmarks import write_result
+
+    write_result(args.out, {"evaluation": evaluation, "input": inputs, "prepared": args.prepared or "synthetic-small"})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

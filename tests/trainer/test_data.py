@@ -1,0 +1,100 @@
+"""tf.data input: parallel reads keep the order, batched filtering equals the
+per-record filter, and multi-worker input is sharded by file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer import data, features
+from trainer.layers._keras import tf
+
+
+def _example(user: int, ts: int) -> bytes:
+    def b(v):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=v))
+
+    def i(v):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+
+    return tf.train.Example(features=tf.train.Features(feature={
+        features.USER_ID: b([f"u{user}".encode()]), features.TARGET_ITEM_ID: b([b"i"]),
+        features.TARGET_TIMESTAMP: i([ts]), features.TARGET_NEGATIVE: i([0]),
+        features.HISTORY_ITEM_IDS: b([b"h"]), features.HISTORY_NEGATIVE: i([0]),
+        features.HISTORY_VALID: i([1])})).SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """4 shard files of uneven length; user n's timestamp is (n * 7) % 50."""
+    out = tmp_path_factory.mktemp("shards")
+    files, user = [], 0
+    for shard, count in enumerate((13, 5, 9, 11)):
+        path = str(out / f"implicit-{shard:05d}-of-00004{features.TFRECORD_SUFFIX}")
+        with tf.io.TFRecordWriter(path) as writer:
+            for _ in range(count):
+                writer.write(_example(user, (user * 7) % 50))
+                user += 1
+        files.append(path)
+    return files
+
+
+def _users(ds) -> list[str]:
+    spec = {features.USER_ID: tf.io.FixedLenFeature([], tf.string)}
+    return [tf.io.parse_single_example(r, spec)[features.USER_ID].numpy().decode() for r in ds]
+
+
+def test_file_order_reads_the_files_one_after_another(shards):
+    assert _users(data.read_records(shards)) == [f"u{n}" for n in range(38)]
+
+
+def test_interleaved_order_does_not_depend_on_the_reader_count(shards):
+    orders = [_users(data.read_records(shards, interleave=True, num_parallel_reads=r))
+              for r in (1, 2, 4, tf.data.AUTOTUNE)]
+    assert all(order == orders[0] for order in orders)
+    # One record of each file in turn: u0 (file 0), u13 (file 1), u18, u27, u1, ...
+    assert orders[0][:5] == ["u0", "u13", "u18", "u27", "u1"]
+    assert sorted(orders[0]) == sorted(f"u{n}" for n in range(38))
+
+
+def test_batched_time_filter_equals_the_per_record_filter(shards, monkeypatch):
+    monkeypatch.setattr(data, "_FILTER_BATCH", 4)  # batches cross file boundaries
+    got = _users(data.filter_time_range(data.read_records(shards), (10, 30)))
+    want = [f"u{n}" for n in range(38) if 10 <= (n * 7) % 50 < 30]
+    assert got == want and 0 < len(want) < 38
+
+
+def test_same_seed_same_batches_whatever_the_reader_count(shards):
+    def users(reads, seed):
+        ds = data.build_dataset(shards[0].replace("00000-of", "*-of"), 8, 3, seed=seed, time_range=(0, 40),
+                                num_parallel_reads=reads)
+        return [b[features.USER_ID].numpy().tolist() for b in ds]
+
+    first = users(1, seed=3)
+    assert users(2, seed=3) == first == users(tf.data.AUTOTUNE, seed=3)
+    assert users(2, seed=4) != first
+
+
+@pytest.mark.parametrize("num_files, workers, policy", [
+    (4, 2, "FILE"), (2, 2, "FILE"), (1, 2, "DATA"), (3, 4, "DATA")])
+def test_auto_shard_policy_is_by_file_when_every_worker_gets_one(num_files, workers, policy):
+    options = data.auto_shard_options(num_files, workers)
+    want = getattr(tf.data.experimental.AutoShardPolicy, policy)
+    assert options.experimental_distribute.auto_shard_policy == want
+
+
+def test_each_worker_reads_only_its_files(shards):
+    """The auto-shard rewrite tf.distribute applies per worker: with FILE,
+    worker i reads files i, i + 2, ... (disjoint, together everything)."""
+    from tensorflow.python.distribute import input_ops
+
+    pattern = shards[0].replace("00000-of", "*-of")
+    per_worker = []
+    for index in range(2):
+        ds = data.build_dataset(pattern, 4, 3, shuffle=False, drop_remainder=False, num_workers=2)
+        ds = input_ops.auto_shard_dataset(ds, 2, index, 1)
+        per_worker.append([u.decode() for b in ds for u in b[features.USER_ID].numpy().tolist()])
+    files = [[f"u{n}" for n in range(lo, hi)] for lo, hi in ((0, 13), (13, 18), (18, 27), (27, 38))]
+    assert per_worker[0] == files[0] + files[2]
+    assert per_worker[1] == files[1] + files[3]
+    assert np.isin(per_worker[0], per_worker[1]).sum() == 0
