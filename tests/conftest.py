@@ -9,6 +9,19 @@ import pytest
 import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
 
 
+# The longest test files (CI durations, 2 cores), started first so that with
+# `pytest -n 2 --dist loadfile` (make test) no worker is left finishing one
+# of them alone at the end.
+LONGEST_FIRST = ("test_collapse.py", "test_demo.py", "test_resume_exact.py", "test_preemption.py",
+                 "test_export_benchmark.py", "test_serving_benchmark.py", "test_retrieval.py", "test_task.py",
+                 "test_distributed.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     np.random.seed(1234)
