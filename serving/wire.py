@@ -17,23 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.protowire import varint
+
 # RetrieveResponse.candidates = 1; Candidate: item_id = 1, score = 2,
 # retriever = 3, embedding = 4, condition_topic = 5, item_topics = 6.
 _LEN, _I32, _VARINT = 2, 5, 0
 _RESPONSE_CANDIDATES = 1
 _ITEM_ID, _SCORE, _RETRIEVER, _EMBEDDING, _CONDITION_TOPIC, _ITEM_TOPICS = 1, 2, 3, 4, 5, 6
-
-
-def varint(value: int) -> bytes:
-    """Unsigned base-128 varint."""
-    if value < 0:
-        raise ValueError(f"varint of {value}: only non-negative values are encoded here")
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _tag(number: int, wire_type: int) -> bytes:

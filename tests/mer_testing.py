@@ -54,3 +54,20 @@ def prepare_small_world(output_dir: str, overrides: list[str] | None = None) -> 
     cfg = load_config("synthetic-small", overrides or [])
     run_prepare(cfg, output_dir, ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
     return output_dir
+
+
+def saved_position(backup: str):
+    """`(epoch, batch)` of the training job's latest backup under `backup`
+    (BackupAndRestore's chief checkpoint), None while there is none or it is
+    being written (callers poll)."""
+    import tensorflow as tf
+
+    try:
+        path = tf.train.latest_checkpoint(f"{backup}/chief")
+        if not path:
+            return None
+        reader = tf.train.load_checkpoint(path)
+        return (int(reader.get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")),
+                int(reader.get_tensor("ckpt_saved_batch/.ATTRIBUTES/VARIABLE_VALUE")))
+    except Exception:  # noqa: BLE001  (a checkpoint being written; poll again)
+        return None

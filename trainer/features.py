@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+from common.protowire import varint as _varint
+
 SCHEMA_VERSION = 1
 
 USER_ID = "user_id"
@@ -82,25 +84,6 @@ def history_validity(negative: Sequence[int], features_valid: Sequence[int]) -> 
 # 100 us per example). These helpers emit exactly the bytes of
 # `Example.SerializeToString(deterministic=True)` (map keys sorted), which a
 # test checks against protobuf itself.
-
-
-def _varint_slow(value: int) -> bytes:
-    value &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_SMALL_VARINTS = tuple(_varint_slow(n) for n in range(1 << 14))
-
-
-def _varint(value: int) -> bytes:
-    if 0 <= value < 16384:
-        return _SMALL_VARINTS[value]
-    return _varint_slow(value)
 
 
 def _len_field(tag: int, payload: bytes) -> bytes:

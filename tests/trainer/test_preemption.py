@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mer_testing import REPO
+from mer_testing import REPO, saved_position
 
 pytestmark = pytest.mark.slow
 
@@ -21,17 +21,6 @@ ARGS = ["--set", "train.epochs=2", "--set", "train.steps_per_epoch=30", "--set",
 
 def _cmd(data, model_dir):
     return [sys.executable, "-m", "trainer.task", "--data_dir", data, "--model_dir", model_dir, *ARGS]
-
-
-def _saved_position(backup: str):
-    import tensorflow as tf
-
-    path = tf.train.latest_checkpoint(f"{backup}/chief")
-    if not path:
-        return None
-    reader = tf.train.load_checkpoint(path)
-    return (int(reader.get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")),
-            int(reader.get_tensor("ckpt_saved_batch/.ATTRIBUTES/VARIABLE_VALUE")))
 
 
 def test_killed_job_resumes_without_retraining_examples(world, tmp_path):
@@ -45,7 +34,7 @@ def test_killed_job_resumes_without_retraining_examples(world, tmp_path):
     while position is None and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
         try:
-            position = _saved_position(f"{resumed_dir}/backup")
+            position = saved_position(f"{resumed_dir}/backup")
         except Exception:  # checkpoint being written; poll again
             position = None
     proc.send_signal(signal.SIGKILL)

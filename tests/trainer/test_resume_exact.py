@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from mer_testing import REPO
+from mer_testing import REPO, saved_position
 
 STEPS_PER_EPOCH = 4
 # Tiny: 2 epochs of 4 steps, a backup every 3 steps (mid-epoch: epoch 0
@@ -46,21 +46,6 @@ def _start(cmd: list[str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _saved_position(backup: str):
-    """`(epoch, batch)` of the latest backup, None while there is none."""
-    import tensorflow as tf
-
-    try:
-        path = tf.train.latest_checkpoint(f"{backup}/chief")
-        if not path:
-            return None
-        reader = tf.train.load_checkpoint(path)
-        return (int(reader.get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")),
-                int(reader.get_tensor("ckpt_saved_batch/.ATTRIBUTES/VARIABLE_VALUE")))
-    except Exception:  # checkpoint being written; poll again
-        return None
-
-
 def _kill_after_first_backup(procs: dict, backups: dict) -> dict:
     """SIGKILLs each job as soon as its backup exists; returns where each
     backup was (None: the job ended before one was written)."""
@@ -69,7 +54,7 @@ def _kill_after_first_backup(procs: dict, backups: dict) -> dict:
         for kind, proc in procs.items():
             if kind in positions:
                 continue
-            position = _saved_position(backups[kind])
+            position = saved_position(backups[kind])
             if position is not None or proc.poll() is not None:
                 proc.send_signal(signal.SIGKILL)
                 proc.communicate()
