@@ -1,12 +1,14 @@
-"""`mer demo` / `make demo`: the whole flow on the built-in synthetic world.
+"""`mer demo` / `make demo`: the whole flow on the built-in synthetic world or MovieLens.
 
-generate + prepare (Beam) -> train DCM (implicit) and CR (explicit) ->
+generate (synthetic only) + prepare (Beam) -> train DCM (implicit) and CR (explicit) ->
 evaluate (SPEC §6) -> export (TF Serving SavedModels) -> item embeddings
 (Beam RunInference) + ScaNN indexes -> embedded model server + retrieval
 service (gRPC) -> real requests for a few eval users (merged candidates,
 printed) and served HR@K over eval records -> clean shutdown.
 
 Everything lands in one run directory; the same seed gives the same numbers.
+`--config movielens-small --raw_dir DIR` (or `ml-100k`) runs the same flow
+on GroupLens files a user downloaded (`mer.demo_source`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import logging
 import shutil
+import sys
 import time
 
 log = logging.getLogger("mer.demo")
@@ -57,6 +60,19 @@ def eval_requests(data_dir: str, limit: int) -> list[dict]:
     return out[:limit]
 
 
+SHOWN_POOL = 4096  # eval records searched for the users the demo prints
+
+
+def shown_requests(pool: list[dict], n: int = 3) -> list[dict]:
+    """The first `n` records of distinct users who follow topics and have >= 5 engagements."""
+    shown, users = [], set()
+    for r in pool:
+        if r["topics"] and len(r["history"]) >= 5 and r["user"] not in users:
+            shown.append(r)
+            users.add(r["user"])
+    return shown[:n]
+
+
 def served_hit_rates(client, requests: list[dict], ks=(20, 50, 100)) -> dict:
     """HR@K of the served list, through the retrieval service, implicit only
     (no topics sent) and implicit + explicit (followed topics sent)."""
@@ -77,7 +93,8 @@ def served_hit_rates(client, requests: list[dict], ks=(20, 50, 100)) -> dict:
     return report
 
 
-def show_user(client, request: dict, topic_of: dict, top: int = 10) -> None:
+def show_user(client, request: dict, topic_of: dict, top: int = 10) -> dict:
+    """Prints one user's merged candidates (the head); returns the whole served list for demo.json."""
     from collections import Counter
 
     response = client.retrieve(request["history"], request["negative"], request["topics"], budget=100, seed=1)
@@ -86,26 +103,41 @@ def show_user(client, request: dict, topic_of: dict, top: int = 10) -> None:
           f"{', '.join(f'{t}({n})' for t, n in interests.most_common(4))}; follows {', '.join(request['topics']) or '-'}")
     from serving.main import format_response
 
+    served = {"user": request["user"], "history": request["history"], "topics": request["topics"],
+              "candidates": [c.item_id for c in response.candidates]}
     del response.candidates[top:]  # show the head of the merged list
     print(format_response(response))
+    return served
 
 
-def run(run_dir: str, epochs: int, steps: int, verbose: bool) -> dict:
+def run(run_dir: str, epochs: int, steps: int, verbose: bool, source=None, overrides: list[str] | None = None,
+        eval_records: int = 0) -> dict:
+    """Prepare, train, evaluate, export, embed and index into `run_dir`.
+
+    Args:
+      source: a `mer.demo_source.DemoSource`; None = the synthetic-small world.
+      overrides: `--set` overrides for every stage's config (model.kind is the demo's: dcm, then cr).
+      eval_records: eval records the SPEC §6 evaluation scores (0 = all).
+    """
     from beam.run import run_prepare
+    from mer.demo_source import resolve_source
     from trainer import runtime
-    from trainer.config import load_config
     from trainer.task import train
+
+    source = source or resolve_source("synthetic-small", None, run_dir)
 
     stages = Stages()
     shutil.rmtree(run_dir, ignore_errors=True)
     data, dcm, cr, base = (f"{run_dir}/{n}" for n in ("data", "dcm", "cr", "export"))
     beam_args = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
-    manifest = stages.run("prepare (Beam)", run_prepare, load_config("synthetic-small"), data, beam_args)
+    overrides = list(overrides or [])
+    manifest = stages.run("prepare (Beam)", run_prepare, source.load(overrides), data, beam_args,
+                          raw_dir=source.raw_dir)
     log.info("prepared %s training / %s eval examples", manifest["counts"].get("examples/train/implicit"),
              manifest["counts"].get("examples/eval/implicit"))
     for kind, model_dir in (("dcm", dcm), ("cr", cr)):
-        cfg = load_config("synthetic-small", [f"model.kind={kind}", f"train.epochs={epochs}"]
-                          + ([f"train.steps_per_epoch={steps}"] if steps else []))
+        cfg = source.load([f"train.epochs={epochs}"] + ([f"train.steps_per_epoch={steps}"] if steps else [])
+                          + overrides + [f"model.kind={kind}"])
         summary = stages.run(f"train {kind}", train, cfg, data, runtime.resolve(model_dir=model_dir, env={}),
                              verbose=2 if verbose else 0)
         log.info("%s: %d steps, best %s %.4f at epoch %s", kind, summary["optimizer_steps"], summary["monitor"],
@@ -113,7 +145,7 @@ def run(run_dir: str, epochs: int, steps: int, verbose: bool) -> dict:
     from trainer import evaluate
 
     stages.run("evaluate (SPEC §6)", evaluate.main, ["--model_dir", dcm, "--explicit_model_dir", cr, "--ks",
-                                                     "20,50,100", "--served"])
+                                                     "20,50,100", "--served", "--max_records", str(eval_records)])
     from beam.embed_items import run_embed_items
     from export.build_index import run_build_index
     from export.exporter import export_models
@@ -126,7 +158,8 @@ def run(run_dir: str, epochs: int, steps: int, verbose: bool) -> dict:
     return {"stages": stages, "data": data, "base": base}
 
 
-def serve_and_query(base: str, data: str, records: int, stages: Stages) -> dict:
+def serve_and_query(base: str, data: str, records: int, stages: Stages) -> tuple[dict, list[dict]]:
+    """Starts the model server and the retrieval service; returns (served HR@K, the shown users' lists)."""
     from serving.client import RetrievalClient
     from serving.model_server import ModelServer
     from serving.retrieval_config import RetrievalConfig
@@ -139,41 +172,61 @@ def serve_and_query(base: str, data: str, records: int, stages: Stages) -> dict:
                              lambda: RetrievalServer(RetrievalConfig(export_dir=base, model_server=models.address)).start())
         try:
             service.wait_until_serving(timeout=120)
-            requests = eval_requests(data, records)
+            # Shown users come from a larger pool: on MovieLens most early eval records belong to users
+            # who follow nothing (they start in the eval period), and the demo shows both retrievers.
+            pool = eval_requests(data, max(records, SHOWN_POOL))
+            requests = pool[:records]
             topic_of = {}
             for loaded in service.retriever.loaded.values():
                 topic_of.update(zip(loaded.index.item_ids, loaded.index.topics))
             with RetrievalClient(service.address, timeout=30) as client:
-                shown = [r for r in requests if r["topics"] and len(r["history"]) >= 5][:3]
-                for request in shown:
-                    show_user(client, request, topic_of)
+                shown = shown_requests(pool)
+                users = [show_user(client, request, topic_of) for request in shown]
                 served = stages.run("served HR@K through the service", served_hit_rates, client, requests)
         finally:
             service.stop()
     finally:
         models.stop()
-    return served
+    return served, users
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mer demo", description=__doc__.splitlines()[0])
     p.add_argument("--run_dir", default="runs/demo", help="every artifact goes here (cleared first)")
+    p.add_argument("--config", default="synthetic-small",
+                   help="preset name (synthetic-small, movielens-small, ml-100k) or YAML/JSON path")
+    p.add_argument("--raw_dir", default=None,
+                   help="MovieLens presets: the downloaded GroupLens directory (replaces data.source.path); "
+                        "synthetic: reuse the files of `mer synthesize --output_dir DIR` instead of generating")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every stage, e.g. train.validation_max_records=200 (repeatable)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--steps", type=int, default=0, help="training steps per epoch (0 = one pass over the data)")
     p.add_argument("--records", type=int, default=500, help="eval records sent through the service for served HR")
+    p.add_argument("--eval_records", type=int, default=0, help="eval records the SPEC §6 evaluation scores (0 = all)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     from common.logs import setup_logging
 
     setup_logging(args.verbose)
-    out = run(args.run_dir, args.epochs, args.steps, args.verbose)
-    served = serve_and_query(out["base"], out["data"], args.records, out["stages"])
+    from mer.demo_source import resolve_source
+
+    try:
+        source = resolve_source(args.config, args.raw_dir, args.run_dir)
+        source.load(args.set)  # a bad --set is one line now, not a traceback after the run dir is cleared
+    except (ValueError, FileNotFoundError) as err:
+        print(f"mer demo: error: {err}", file=sys.stderr)
+        return 2
+    log.info("data: %s (%s%s)", args.config, source.format, f", {source.path}" if source.path else ", generated")
+    out = run(args.run_dir, args.epochs, args.steps, args.verbose, source, args.set, args.eval_records)
+    served, users = serve_and_query(out["base"], out["data"], args.records, out["stages"])
     print("\nserved HR@K through `mer serve` (eval records, budget 100, de-duplicated merged list):")
     print(f"{'':<20}" + "".join(f"{k:>9}" for k in ("hr@20", "hr@50", "hr@100", "records")))
     for name, row in served.items():
         print(f"{name:<20}" + "".join(f"{row[k]:>9.4f}" for k in ("hr@20", "hr@50", "hr@100")) + f"{row['records']:>9}")
     stages = out["stages"]
-    summary = {"served_hr": served, "stage_seconds": stages.times, "seconds": round(time.time() - stages.started, 1)}
+    summary = {"config": args.config, "source": {"format": source.format, "path": source.path},
+               "served_hr": served, "users": users, "stage_seconds": stages.times, "seconds": round(time.time() - stages.started, 1)}
     with open(f"{args.run_dir}/demo.json", "w") as handle:
         json.dump(summary, handle, indent=2)
     log.info("demo finished in %.0f s; artifacts in %s", summary["seconds"], args.run_dir)
