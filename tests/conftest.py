@@ -12,9 +12,9 @@ import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
 # The longest test files (CI durations, 2 cores), started first so that with
 # `pytest -n 2 --dist loadfile` (make test) no worker is left finishing one
 # of them alone at the end.
-LONGEST_FIRST = ("test_collapse.py", "test_demo.py", "test_resume_exact.py", "test_preemption.py",
-                 "test_export_benchmark.py", "test_serving_benchmark.py", "test_retrieval.py", "test_task.py",
-                 "test_distributed.py")
+LONGEST_FIRST = ("test_collapse.py", "test_demo.py", "test_demo_movielens.py", "test_resume_exact.py",
+                 "test_preemption.py", "test_export_benchmark.py", "test_serving_benchmark.py", "test_retrieval.py",
+                 "test_task.py", "test_distributed.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -19,20 +19,25 @@ rate that changes the trajectory):
   SA + ST-Gumbel       0.987 -> 0.653 6.84 | 0.673 6.45
   SA + argmax          0.987 -> 0.842 4.16 | 0.721 5.65   partly, never to one slot
 
-Since session 8 the training-time random draws (DCM's random first
-centroid, the Gumbel noise) are stateless draws keyed by the step, so that
-a preempted job resumes bit-identically; that is another random stream, and
-the models with random draws end elsewhere (seed 0, 2 cores):
+Session 8 changed the streams twice: the training-time random draws (DCM's
+random first centroid, the Gumbel noise) became stateless draws keyed by
+the step (exact resumption after preemption), then training files became
+interleaved record by record. Seed 0, 2 cores, trained cosine / slots:
 
-  tokens + ST-Gumbel   0.994 -> 0.900 5.92
-  DCM                  0.112 -> 0.849 4.00
-  SA + ST-Gumbel       0.987 -> 0.663 6.68
+                       draws keyed by step   + interleaved files
+  tokens + argmax      0.916 1.93            0.961 2.67
+  tokens + ST-Gumbel   0.900 5.92            0.772 6.85
+  DCM                  0.849 4.00            0.834 3.25
+  SA + ST-Gumbel       0.663 6.68            0.706 6.60
+  SA + argmax          0.842 4.16            0.891 4.19
 
-DCM's slot use at this learning rate varies with the stream: with two
-other per-layer stream constants it ended at 0.778 / 6.57 and 0.734 / 6.78.
-So what holds across streams is asserted: DCM and the Gumbel models keep
-far more slots than tokens + argmax (>= 3.5 of 7, never one), not that they
-keep all seven.
+DCM's slot use at this learning rate depends on the stream (3.25 to 6.55
+of 7 over the streams measured; two other draw-stream constants gave 6.57
+and 6.78), so "DCM does not collapse" at one seed was luck; what holds on
+every stream is asserted: the ST-Gumbel models keep > 5.5 slots, tokens +
+argmax ends with the fewest (< 3), DCM with more than tokens + argmax and
+more than 3, SA + argmax between 3 and SA + ST-Gumbel. Whether DCM keeps
+its slots is a multi-seed question for the quality issue.
 
 Seeds 1 and 2 (1 core, session 4): tokens+argmax 0.864 / 5.24 and 0.924 / 3.28,
 tokens+Gumbel 0.730 / 6.70 and 0.758 / 6.66: argmax always ends with fewer
@@ -117,13 +122,14 @@ def test_collapse_diagnostics(world):
     # Winner takes all: randomly initialised interest tokens with argmax
     # association degenerate into (nearly) one embedding; straight-through
     # Gumbel keeps every slot in use.
-    assert cos_after["tokens_argmax"] > 0.85 and used["tokens_argmax"] < 2.5
-    # DCM and the Gumbel models are not collapsed: far more slots in use
-    # than tokens + argmax (how many of the 7 varies with the random stream).
-    for name in ("dcm", "sa_gumbel", "tokens_gumbel"):
-        assert used[name] > 3.5 and used[name] - used["tokens_argmax"] > 1.5, name
-        assert cos_after[name] < 0.9 or name == "tokens_gumbel", name
+    assert cos_after["tokens_argmax"] > 0.85 and used["tokens_argmax"] < 3.0
+    assert used["tokens_argmax"] == min(used.values())
+    # Straight-through Gumbel keeps (nearly) every slot in use; DCM keeps
+    # more than tokens + argmax (how many of the 7 depends on the stream).
+    for name in ("sa_gumbel", "tokens_gumbel"):
+        assert used[name] > 5.5, name
+    assert used["dcm"] > 3.0 and cos_after["dcm"] < 0.9
     # Measured, against the paper: SA + argmax loses slots but does not
     # degenerate into one embedding.
     assert 3.0 < used["sa_argmax"] < used["sa_gumbel"]
-    assert used["sa_argmax"] - used["tokens_argmax"] > 1.5
+    assert used["sa_argmax"] - used["tokens_argmax"] > 1.0
