@@ -566,10 +566,12 @@ def load_index(directory: str) -> ItemIndex:
               for line in _read_lines(contract.join(directory, contract.INDEX_TOPICS), num)]
     searcher = read_searcher(scann_dir)
     cfg = IndexConfig(**build["config"])
-    from common.topic_index import MANIFEST, load_topic_indexes
+    from common.topic_index import load_topic_indexes
 
     topic_indexes = {}
-    if gfile.exists(contract.join(directory, TOPIC_INDEXES, MANIFEST)):  # (isdir: true for any ram:// prefix)
+    # (listdir, not isdir: isdir is true for any ram:// prefix); a topics/
+    # directory without its manifest is an incomplete copy: an error.
+    if TOPIC_INDEXES in {name.rstrip("/") for name in gfile.listdir(directory)}:
         topic_indexes = load_topic_indexes(contract.join(directory, TOPIC_INDEXES), int(build["dim"]))
     return ItemIndex(searcher, item_ids, topics, cfg, int(build["dim"]), float(build["build_seconds"]),
                      topic_indexes)

@@ -7,13 +7,14 @@ scoring a large topic exactly costs time proportional to its size on every
 request (a 460k-item topic at d=32: ~60 MB read per query). So every topic
 carried by at least `IndexConfig.topic_index_min_items` items gets its own
 index over those items, built by the corpus index's rules resolved for the
-topic's size (`common.item_index.resolve_config`); smaller topics are scored
-exactly over their items by the service.
+topic's size (`common.item_index.resolve_config`; the corpus's explicit
+tree sizes are not reused); smaller topics are scored exactly over their
+items by the service.
 
 Layout, inside the corpus index's directory (written before its build.json,
 so it is part of the same atomic save):
 
-  topics/topics.json      {"min_items", "topics": [{"topic", "dir", "items", "config"}]}
+  topics/topics.json      {"topics": [{"topic", "dir", "items", "config"}]}
   topics/<n>/rows.npy     the topic's rows of the corpus index, ascending
   topics/<n>/scann/       its searcher
 """
@@ -33,6 +34,9 @@ from common.item_index import (PAD_ROW, IndexConfig, build_searcher, exact_searc
 
 log = logging.getLogger(__name__)
 MANIFEST = "topics.json"
+# Sized for the corpus, not for a topic: a topic index chooses its own
+# (a corpus `leaves_to_search=200` would exceed a 20k-item topic's 141 leaves).
+TOPIC_AUTO = dict(topic_index_min_items=None, num_leaves=None, leaves_to_search=None, training_sample_size=None)
 ROWS = "rows.npy"
 
 
@@ -95,7 +99,7 @@ def build_topic_indexes(embeddings: np.ndarray, item_topics: list[list[str]], cf
     large = sorted((t for t, rows in members.items() if len(rows) >= min_items), key=lambda t: -len(members[t]))
     for topic in large:
         rows = members[topic]
-        resolved = resolve_config(len(rows), dataclasses.replace(cfg, topic_index_min_items=None))
+        resolved = resolve_config(len(rows), dataclasses.replace(cfg, **TOPIC_AUTO))
         out[topic] = TopicIndex(topic, rows, build_searcher(np.ascontiguousarray(embeddings[rows]), resolved),
                                 resolved, embeddings.shape[1])
     if out:

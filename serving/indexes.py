@@ -39,8 +39,8 @@ class LoadedIndex:
       topic_vocabulary: topics the user tower knows (explicit only).
       item_row: global item number -> row (-1 = not in this index).
       embeddings: `[N, d]` float32 item embeddings (the index's own
-        `scann/dataset.npy`, memory-mapped), or None: the exact per-topic
-        search of the explicit retriever reads them.
+        `scann/dataset.npy`, in memory; explicit retriever only), or None:
+        the exact per-topic search reads them.
       fields: the rows' `item_id` / `item_topics` response bytes.
     """
 
@@ -112,7 +112,9 @@ def load(base: str, retriever: str, version: int, numbers: ItemNumbers) -> Loade
     item_row = np.full(int(row_item.max(initial=-1)) + 1, -1, np.int64)
     item_row[row_item] = np.arange(len(row_item))
     dataset = contract.join(contract.index_dir(base, retriever, version), contract.INDEX_SEARCHER, "dataset.npy")
-    embeddings = np.load(dataset) if os.path.exists(dataset) else None  # in memory: per-request gathers
+    # In memory (per-request gathers), and only where read: the explicit
+    # retriever's exact topic search.
+    embeddings = np.load(dataset) if retriever == contract.EXPLICIT and os.path.exists(dataset) else None
     if embeddings is not None and embeddings.shape[0] != len(row_item):
         embeddings = None  # not the row-aligned float dataset
     loaded = LoadedIndex(retriever, version, index, row_item, topic_members(index.topics),

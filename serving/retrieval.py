@@ -95,7 +95,7 @@ class Lists:
     topic: list[str]
     weight: np.ndarray  # [K] budget weights
     importance: np.ndarray  # [K]
-    search: list[str]  # [K] "ann" or "exact_topic"
+    search: list[str]  # [K] "ann", "topic_index" or "exact_topic"
 
 
 def _stack(rows: list[np.ndarray], pad) -> np.ndarray:
@@ -255,8 +255,12 @@ class Retriever:
           last tower answer and of the last search).
         """
         timeout = max(0.001, deadline - time.monotonic())
-        seen = np.zeros(len(self.numbers.ids) + 1, bool)  # global item number -> in the history
-        seen[[n for n in map(self.numbers.number.get, query.history) if n is not None]] = True
+        # Global item number -> in the history; numbered first, sized after
+        # (an index loading meanwhile may number new items), plus an always
+        # False last entry that item -1 reads.
+        known = [n for n in map(self.numbers.number.get, query.history) if n is not None]
+        seen = np.zeros(max(len(self.numbers.ids), max(known, default=-1) + 1) + 1, bool)
+        seen[known] = True
         parts: dict[str, concurrent.futures.Future] = {}
         for retriever in contract.RETRIEVERS:
             if retriever in loaded and (query.topics if retriever == contract.EXPLICIT else query.history):
@@ -270,10 +274,11 @@ class Retriever:
 
     def _submit_part(self, part: concurrent.futures.Future, retriever, query, loaded, seen, call) -> None:
         """Done-callback of a tower call: its searches go to the pool."""
+        answered = time.monotonic()
+
         def run():
             try:
                 outputs = self._outputs(retriever, call)
-                answered = time.monotonic()
                 part.set_result((self._part(retriever, query, loaded[retriever], outputs, seen), answered,
                                  time.monotonic()))
             except BaseException as err:  # noqa: BLE001  (handed to the request thread)
@@ -345,11 +350,14 @@ class Retriever:
         for j, topic in enumerate(topics):
             if topic in own:
                 top, top_scores = own[topic].search(vectors[j], needed)
-                rows.append(top[0])
-                row_scores.append(top_scores[0])
-                keep.append(top[0] >= 0)
-                how.append("topic_index")
-                continue
+                # A tree searches some leaves only: a topic index can come
+                # back short of a large budget; then the exact search.
+                if (top[0] >= 0).sum() >= min(needed, len(own[topic].rows)) or not exact_ok:
+                    rows.append(top[0])
+                    row_scores.append(top_scores[0])
+                    keep.append(top[0] >= 0)
+                    how.append("topic_index")
+                    continue
             if not direct[j]:
                 a = ann.index(j)
                 carries = index.carries(topic, found[a])

@@ -23,14 +23,17 @@ class RetrievalConfig:
       num_explicit: K_ex, followed topics sampled per request.
       merge_policy: `round_robin` (paper) or `score`.
       score_floor: `score` policy: candidates each embedding is guaranteed.
-      exact_topic_max_items: explicit embeddings whose condition topic is
-        carried by at most this many items are scored exactly over those
-        items (the relevance filter as a restricted exact search); larger
-        topics go through ScaNN + post-filter.
-      overfetch: ScaNN depth of explicit embeddings of large topics, as a
-        multiple of budget + history; a list still short after the
-        relevance filter is scored exactly over its topic's items. Implicit
-        lists fetch budget + history, which is always enough.
+      exact_topic_max_items: explicit embeddings whose condition topic has
+        no own index (`mer build-index` gives one to topics of >= 20,000
+        items) and is carried by at most this many items are scored exactly
+        over those items (the relevance filter as a restricted exact
+        search); larger topics without an own index go through ScaNN +
+        post-filter. A topic index that comes back short is replaced by
+        the exact search too.
+      overfetch: ScaNN depth of explicit embeddings of large topics without
+        an own index, as a multiple of budget + history; a list still short
+        after the relevance filter is scored exactly over its topic's items.
+        Implicit lists fetch budget + history, which is always enough.
       index_poll_seconds: how often new index versions are looked for.
     """
 

@@ -95,3 +95,21 @@ def test_build_topic_indexes_directly():
     embeddings, _, topics, _ = corpus()
     out = build_topic_indexes(embeddings, topics, ii.IndexConfig(), 1500)
     assert set(out) == {"even"} and len(out["even"].rows) == 1500
+
+
+def test_corpus_tree_sizes_are_not_forced_on_topic_indexes():
+    """`--set leaves_to_search=200` fits the corpus, not a small topic."""
+    embeddings, ids, topics, _ = corpus(n=50_000, d=16)
+    cfg = ii.IndexConfig(kind="tree_ah", num_leaves=400, leaves_to_search=200, topic_index_min_items=20_000)
+    index = ii.build_index(embeddings, ids, topics, cfg)
+    sub = index.topic_indexes["even"].config
+    assert index.config.leaves_to_search == 200 and sub.num_leaves == 158 and sub.leaves_to_search == 30
+
+
+def test_a_topics_directory_without_its_manifest_is_refused(tmp_path):
+    embeddings, ids, topics, _ = corpus()
+    saved = ii.save(ii.build_index(embeddings, ids, topics, ii.IndexConfig(topic_index_min_items=1000)),
+                    str(tmp_path / "1"))
+    os.remove(os.path.join(saved, "topics", "topics.json"))
+    with pytest.raises(FileNotFoundError, match="topics.json"):
+        ii.load_index(saved)

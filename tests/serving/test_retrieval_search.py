@@ -1,0 +1,52 @@
+"""`Retriever._search` on an explicit index in process: a topic index whose
+tree search comes back short of the budget is replaced by the exact search
+over the topic's items, so an explicit list never runs short."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from common import contract
+from common import item_index as ii
+from common.topic_index import TopicIndex, topic_members
+from serving.indexes import LoadedIndex
+from serving.retrieval import Retriever
+from serving.retrieval_config import RetrievalConfig
+from serving.wire import ItemFields
+
+
+def loaded_index(embeddings, topics, topic_index):
+    n = len(embeddings)
+    index = ii.build_index(embeddings, [f"i{r}" for r in range(n)], topics)
+    index.topic_indexes = topic_index
+    return LoadedIndex(contract.EXPLICIT, 1, index, np.arange(n), topic_members(topics), frozenset({"a"}),
+                       np.arange(n), embeddings, ItemFields(index.item_ids, topics))
+
+
+def test_a_short_topic_index_list_falls_back_to_the_exact_search(tmp_path):
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(4000, 8)).astype(np.float32)
+    topics = [["a"] if r % 2 else ["b"] for r in range(4000)]
+    rows = topic_members(topics)["a"]
+    # A tree over the topic's 2,000 items searching 1 of 40 leaves: ~50 items.
+    cfg = ii.resolve_config(len(rows), ii.IndexConfig(kind="tree_ah", num_leaves=40, leaves_to_search=1))
+    tree = TopicIndex("a", rows, ii.build_searcher(np.ascontiguousarray(embeddings[rows]), cfg), cfg, 8)
+    retriever = Retriever(RetrievalConfig(export_dir=str(tmp_path)), grpc.insecure_channel("127.0.0.1:1"))
+    try:
+        query = rng.normal(size=(1, 8)).astype(np.float32)
+        short, _ = tree.search(query, 300)
+        assert (short[0] >= 0).sum() < 300  # the premise: the tree alone is short
+        found, scores, keep, how = retriever._search(loaded_index(embeddings, topics, {"a": tree}), query, 300,
+                                                     ["a"], 300)
+        assert how == ["exact_topic"] and keep.all() and (found >= 0).sum() == 300
+        want, want_scores = ii.exact_search(embeddings[rows], query, 300)
+        np.testing.assert_array_equal(found[0], rows[want[0]])
+        # A topic index that is not short is used as it is.
+        full = TopicIndex("a", rows, ii.build_searcher(np.ascontiguousarray(embeddings[rows]),
+                                                       ii.resolve_config(len(rows), ii.IndexConfig())),
+                          ii.resolve_config(len(rows), ii.IndexConfig()), 8)
+        _, _, _, how = retriever._search(loaded_index(embeddings, topics, {"a": full}), query, 300, ["a"], 300)
+        assert how == ["topic_index"]
+    finally:
+        retriever.close()
