@@ -61,7 +61,12 @@ def test_tree_index_recall_on_eval_users_of_the_synthetic_world(indexed, world, 
 
     base = tmp_path / "base"
     shutil.copytree(indexed, base)
-    summary = run_build_index(str(base), contract.IMPLICIT, cfg=IndexConfig(kind="tree_ah"),
+    # A tree over the world's ~1,900 items (auto would search them exactly,
+    # below 20,000). The auto 30 of 44 leaves gave recall@100 0.940-0.953
+    # from build to build (ScaNN's tree training is not deterministic);
+    # 40 of 44 gave 0.989-0.991. Auto's recall at 100k and 1M items is
+    # measured by benchmarks/export.py.
+    summary = run_build_index(str(base), contract.IMPLICIT, cfg=IndexConfig(kind="tree_ah", leaves_to_search=40),
                               data_dir=world, overwrite=True)
     assert summary["config"]["kind"] == "tree_ah"
     assert summary["recall"]["queries"] >= 1000 and "eval records" in summary["recall"]["query_source"]
