@@ -142,10 +142,10 @@ def _create_variables(model, users: list[dict]) -> None:
 
 
 def _recall(model, index, embeddings: np.ndarray, users: list[dict], explicit: bool) -> dict:
-    """recall@100 of the index vs exact search over the towers' unmasked
-    embeddings of `users` (written as the index's recall.json)."""
+    """recall@100 of the index (and its topic indexes) vs exact search over
+    the towers' unmasked embeddings of `users` (written as the index's
+    recall.json)."""
     from common.item_index import recall_at_k
-    from common.topic_index import topic_recall
     from trainer.layers._keras import tf
 
     inputs = {k: tf.constant(v) for k, v in _user_inputs(users, explicit).items()}
@@ -154,8 +154,6 @@ def _recall(model, index, embeddings: np.ndarray, users: list[dict], explicit: b
     queries = out["embeddings"].numpy()[out["mask"].numpy()]
     recall = recall_at_k(index, embeddings, queries, 100)
     recall["query_source"] = f"{len(users)} synthetic users of benchmarks/serving.py"
-    if index.topic_indexes:
-        recall["topic_indexes"] = topic_recall(index.topic_indexes, embeddings, queries, 100)
     return recall
 
 

@@ -365,7 +365,9 @@ def recall_at_k(index: ItemIndex, db: np.ndarray, queries: np.ndarray, k: int = 
       k: the cut-off.
 
     Returns:
-      `{"recall", "recall_min", "k", "queries", "items"}`.
+      `{"recall", "recall_min", "k", "queries", "items"}`, and
+      "topic_indexes" (`common.topic_index.topic_recall`) when the index
+      has per-topic indexes.
 
     Raises:
       ValueError: `queries` is empty.
@@ -374,11 +376,19 @@ def recall_at_k(index: ItemIndex, db: np.ndarray, queries: np.ndarray, k: int = 
         raise ValueError("recall_at_k: queries is empty; recall needs at least one query embedding")
     found, _ = index.search(queries, k)
     exact, _ = exact_search(db, queries, k)
-    n = min(k, len(db))
-    per_query = np.array([len(set(a[a >= 0].tolist()) & set(b[:n].tolist())) / n
-                          for a, b in zip(found, exact)])
-    return {"recall": float(per_query.mean()), "recall_min": float(per_query.min()), "k": int(k),
-            "queries": int(len(queries)), "items": int(len(db))}
+    per_query = overlap_at_k(found, exact, min(k, len(db)))
+    recall = {"recall": float(per_query.mean()), "recall_min": float(per_query.min()), "k": int(k),
+              "queries": int(len(queries)), "items": int(len(db))}
+    if index.topic_indexes:
+        from common.topic_index import topic_recall
+
+        recall["topic_indexes"] = topic_recall(index.topic_indexes, db, queries, k)
+    return recall
+
+
+def overlap_at_k(found: np.ndarray, exact: np.ndarray, n: int) -> np.ndarray:
+    """Per query, |found ∩ exact top-n| / n (found's -1 padding ignored)."""
+    return np.array([len(set(a[a >= 0].tolist()) & set(b[:n].tolist())) / n for a, b in zip(found, exact)])
 
 
 # -- files -------------------------------------------------------------------------

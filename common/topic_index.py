@@ -29,8 +29,8 @@ import logging
 import numpy as np
 
 from common import contract
-from common.item_index import (PAD_ROW, IndexConfig, build_searcher, exact_search, read_searcher, resolve_config,
-                               search_searcher, write_searcher)
+from common.item_index import (PAD_ROW, IndexConfig, build_searcher, exact_search, overlap_at_k, read_searcher,
+                               resolve_config, search_searcher, write_searcher)
 
 log = logging.getLogger(__name__)
 MANIFEST = "topics.json"
@@ -66,22 +66,32 @@ class TopicIndex:
         return np.where(local >= 0, self.rows[np.maximum(local, 0)], PAD_ROW), scores
 
 
+def topic_pairs(item_topics: list[list[str]]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Every (row, topic) pair, in row order.
+
+    Returns:
+      `(topics, code, row, per_row)`: the distinct topics in first-seen
+      order, each pair's topic (index into `topics`) and row (int64), and
+      the number of pairs of each row.
+    """
+    codes: dict[str, int] = {}
+    code = np.fromiter((codes.setdefault(t, len(codes)) for topics in item_topics for t in topics), np.int64)
+    per_row = np.fromiter(map(len, item_topics), np.int64, len(item_topics))
+    return list(codes), code, np.repeat(np.arange(len(item_topics), dtype=np.int64), per_row), per_row
+
+
 def topic_members(item_topics: list[list[str]]) -> dict[str, np.ndarray]:
     """topic -> the rows carrying it (int64, ascending, each row once)."""
-    codes: dict[str, int] = {}
-    flat = [codes.setdefault(t, len(codes)) for topics in item_topics for t in topics]
-    if not flat:
+    topics, flat, rows, _ = topic_pairs(item_topics)
+    if not len(flat):
         return {}
-    counts = np.fromiter(map(len, item_topics), np.int64, len(item_topics))
-    rows = np.repeat(np.arange(len(item_topics), dtype=np.int64), counts)
-    flat = np.asarray(flat, np.int64)
     order = np.lexsort((rows, flat))
     flat, rows = flat[order], rows[order]
     keep = np.ones(len(rows), bool)
     keep[1:] = (flat[1:] != flat[:-1]) | (rows[1:] != rows[:-1])  # an item listing a topic twice
     flat, rows = flat[keep], rows[keep]
-    bounds = np.searchsorted(flat, np.arange(len(codes) + 1))
-    return {t: rows[bounds[c]:bounds[c + 1]] for t, c in codes.items()}
+    bounds = np.searchsorted(flat, np.arange(len(topics) + 1))
+    return {t: rows[bounds[c]:bounds[c + 1]] for c, t in enumerate(topics)}
 
 
 def build_topic_indexes(embeddings: np.ndarray, item_topics: list[list[str]], cfg: IndexConfig,
@@ -173,9 +183,7 @@ def topic_recall(indexes: dict[str, TopicIndex], db: np.ndarray, queries: np.nda
         found, _ = index.search(queries, k)
         exact, _ = exact_search(db[index.rows], queries, k)
         exact = index.rows[exact]
-        n = min(k, len(index.rows))
-        per_topic[topic] = float(np.mean([len(set(a[a >= 0].tolist()) & set(b[:n].tolist())) / n
-                                          for a, b in zip(found, exact)]))
+        per_topic[topic] = float(overlap_at_k(found, exact, min(k, len(index.rows))).mean())
     values = list(per_topic.values())
     return {"recall": float(np.mean(values)), "recall_min": float(np.min(values)), "k": int(k),
             "queries_per_topic": int(len(queries)), "topics": len(values), "per_topic": per_topic}

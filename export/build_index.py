@@ -76,7 +76,6 @@ def run_build_index(base: str, retriever: str = contract.IMPLICIT, version: int 
 
     from beam.embed_items import read_embeddings
     from common.item_index import build_index, recall_at_k, retriever_config, save
-    from common.topic_index import topic_recall
 
     if retriever not in contract.RETRIEVERS:
         raise ValueError(f"retriever={retriever!r}; allowed: {', '.join(contract.RETRIEVERS)}")
@@ -93,8 +92,7 @@ def run_build_index(base: str, retriever: str = contract.IMPLICIT, version: int 
     if len(users):
         recall = recall_at_k(index, items["embeddings"], users, min(recall_k, len(items["item_ids"])))
         recall["query_source"] = source
-        if index.topic_indexes:
-            recall["topic_indexes"] = topic_recall(index.topic_indexes, items["embeddings"], users, recall_k)
+        if "topic_indexes" in recall:
             log.info("%d topic indexes: recall@%d %.4f (worst topic %.4f)", len(index.topic_indexes), recall_k,
                      recall["topic_indexes"]["recall"], recall["topic_indexes"]["recall_min"])
     target = contract.index_dir(base, retriever, version)

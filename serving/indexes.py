@@ -35,7 +35,8 @@ class LoadedIndex:
       row_item: `[N]` int64, row -> global item number (shared by all
         indexes, so both retrievers' candidates de-duplicate).
       members: topic -> `[M]` int64 rows carrying it, ascending (memory
-        proportional to the (item, topic) pairs, not topics x items).
+        proportional to the (item, topic) pairs, not topics x items);
+        explicit retriever only (the relevance filter), empty otherwise.
       topic_vocabulary: topics the user tower knows (explicit only).
       item_row: global item number -> row (-1 = not in this index).
       embeddings: `[N, d]` float32 item embeddings (the index's own
@@ -56,8 +57,7 @@ class LoadedIndex:
 
     def topic_size(self, topic: str) -> int:
         """How many rows carry `topic`."""
-        rows = self.members.get(topic)
-        return 0 if rows is None else len(rows)
+        return len(self.topic_rows(topic))
 
     def topic_rows(self, topic: str) -> np.ndarray:
         """Rows carrying `topic`, ascending."""
@@ -114,10 +114,11 @@ def load(base: str, retriever: str, version: int, numbers: ItemNumbers) -> Loade
     dataset = contract.join(contract.index_dir(base, retriever, version), contract.INDEX_SEARCHER, "dataset.npy")
     # In memory (per-request gathers), and only where read: the explicit
     # retriever's exact topic search.
-    embeddings = np.load(dataset) if retriever == contract.EXPLICIT and os.path.exists(dataset) else None
+    explicit = retriever == contract.EXPLICIT
+    embeddings = np.load(dataset) if explicit and os.path.exists(dataset) else None
     if embeddings is not None and embeddings.shape[0] != len(row_item):
         embeddings = None  # not the row-aligned float dataset
-    loaded = LoadedIndex(retriever, version, index, row_item, topic_members(index.topics),
+    loaded = LoadedIndex(retriever, version, index, row_item, topic_members(index.topics) if explicit else {},
                          _topic_vocabulary(base, retriever, version), item_row, embeddings,
                          ItemFields(index.item_ids, index.topics))
     log.info("loaded %s index version %d (%d items, %s, %d topic indexes)", retriever, version,

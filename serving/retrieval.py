@@ -28,6 +28,7 @@ import grpc
 import numpy as np
 
 from common import contract
+from common.item_index import exact_search
 from common.merging import POLICIES, budgets, merge
 from serving import indexes as index_lib
 from serving import wire
@@ -115,14 +116,8 @@ def _concat_parts(parts: list[Lists]) -> Lists:
     parts = [p for p in parts if len(p.retriever)]
     if not parts:
         return _no_lists()
-    width = max(p.rows.shape[1] for p in parts)
-    rows = np.full((sum(len(p.retriever) for p in parts), width), -1, np.int64)
-    scores = np.full(rows.shape, -np.inf, np.float32)
-    at = 0
-    for p in parts:
-        rows[at:at + len(p.retriever), :p.rows.shape[1]] = p.rows
-        scores[at:at + len(p.retriever), :p.rows.shape[1]] = p.scores
-        at += len(p.retriever)
+    rows = _stack([r for p in parts for r in p.rows], -1)
+    scores = _stack([r for p in parts for r in p.scores], -np.inf)
     return Lists(rows, scores, sum((p.retriever for p in parts), []), sum((p.embedding for p in parts), []),
                  sum((p.topic for p in parts), []), np.concatenate([p.weight for p in parts]),
                  np.concatenate([p.importance for p in parts]), sum((p.search for p in parts), []))
@@ -368,12 +363,11 @@ class Retriever:
                     how.append("ann")
                     continue
             members = index.topic_rows(topic)
-            exact = index.embeddings[members] @ vectors[j]
-            top = np.argpartition(-exact, needed - 1)[:needed] if len(exact) > needed else np.arange(len(exact))
-            top = top[np.lexsort((members[top], -exact[top]))]
-            rows.append(members[top])
-            row_scores.append(exact[top].astype(np.float32))
-            keep.append(np.ones(len(top), bool))
+            top, top_scores = (exact_search(index.embeddings[members], vectors[j:j + 1], min(needed, len(members)))
+                               if len(members) else (np.zeros((1, 0), np.int64), np.zeros((1, 0), np.float32)))
+            rows.append(members[top[0]])  # k <= members: no padding
+            row_scores.append(top_scores[0])
+            keep.append(np.ones(top.shape[1], bool))
             how.append("exact_topic")
         return _stack(rows, -1), _stack(row_scores, -np.inf), _stack(keep, False), how
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from common.protowire import varint
+from common.topic_index import topic_pairs
 
 # RetrieveResponse.candidates = 1; Candidate: item_id = 1, score = 2,
 # retriever = 3, embedding = 4, condition_topic = 5, item_topics = 6.
@@ -48,11 +49,8 @@ def _encode_rows(item_ids: list[str], topics: list[list[str]]) -> tuple[np.ndarr
     id_start = np.concatenate([[0], breaks + 1]).astype(np.int64)[:n]
     id_len = np.concatenate([breaks, [len(id_bytes)]]).astype(np.int64)[:n] - id_start
     # (row, topic) pairs in row order, each topic's field encoded once.
-    codes: dict[str, int] = {}
-    pair_code = np.fromiter((codes.setdefault(t, len(codes)) for row in topics for t in row), np.int64)
-    per_row = np.fromiter(map(len, topics), np.int64, n)
-    row_of_pair = np.repeat(np.arange(n), per_row)
-    table = [string_field(_ITEM_TOPICS, t) for t in codes]
+    distinct, pair_code, row_of_pair, per_row = topic_pairs(topics)
+    table = [string_field(_ITEM_TOPICS, t) for t in distinct]
     table_len = np.array([len(b) for b in table], np.int64)
     pair_len = table_len[pair_code]
     topics_len = np.bincount(row_of_pair, pair_len, n).astype(np.int64)
