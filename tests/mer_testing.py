@@ -71,3 +71,16 @@ def saved_position(backup: str):
                 int(reader.get_tensor("ckpt_saved_batch/.ATTRIBUTES/VARIABLE_VALUE")))
     except Exception:  # noqa: BLE001  (a checkpoint being written; poll again)
         return None
+
+
+def run_benchmark(main, argv: list[str], out) -> tuple[dict, str]:
+    """Runs a benchmark's `main(argv)` (which must succeed) and returns its
+    JSON result (`out`) and the tables it printed."""
+    import contextlib
+    import io
+    import json
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv) == 0
+    return json.loads(out.read_text()), printed.getvalue()

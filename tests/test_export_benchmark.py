@@ -2,13 +2,12 @@
 5000`: a synthetic-small world, DCM and CR trained 8 steps, a 5,000-item
 catalog): the fields each reports (no assertions on wall-clock time)."""
 
-import contextlib
-import io
 import json
 
 import pytest
 
 from benchmarks import export
+from mer_testing import run_benchmark
 
 SIZE = 5000
 
@@ -18,11 +17,8 @@ def run(tmp_path_factory):
     """One run of all sections: `(JSON result, printed tables)`."""
     tmp = tmp_path_factory.mktemp("export_benchmark")
     out = tmp / "export.json"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert export.main(["--quick", "--sizes", str(SIZE), "--scratch", str(tmp / "scratch"),
-                            "--out", str(out)]) == 0
-    return json.loads(out.read_text()), printed.getvalue()
+    return run_benchmark(export.main, ["--quick", "--sizes", str(SIZE), "--scratch", str(tmp / "scratch"),
+                                       "--out", str(out)], out)
 
 
 def test_runs_every_section(run):

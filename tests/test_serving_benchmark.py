@@ -8,13 +8,11 @@ the round-robin merge leaves an explicit embedding's unused budget unused
 when its topic-filtered list runs short (`common/merging.py`), which the
 untrained towers of the benchmark make common."""
 
-import contextlib
-import io
-import json
 
 import pytest
 
 from benchmarks import serving
+from mer_testing import run_benchmark
 
 pytestmark = pytest.mark.slow
 
@@ -24,10 +22,8 @@ def run(tmp_path_factory):
     """One quick run: `(JSON result, printed tables)`."""
     tmp = tmp_path_factory.mktemp("serving_benchmark")
     out = tmp / "serving.json"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert serving.main(["--quick", "--cache", str(tmp / "cache"), "--out", str(out)]) == 0
-    return json.loads(out.read_text()), printed.getvalue(), tmp
+    result, printed = run_benchmark(serving.main, ["--quick", "--cache", str(tmp / "cache"), "--out", str(out)], out)
+    return result, printed, tmp
 
 
 def test_builds_the_export(run):
