@@ -54,6 +54,20 @@ ABLATION = {
     "dcm K_im=4": ["model.kind=dcm", "model.num_interests=4"],
     "dcm K_im=7": "dcm",  # the default K: the Table 1 DCM runs, not trained twice
 }
+# Issue 14's levers, each an ablation row on top of the Table 1 model it
+# names (validation HR decides; eval only reports).
+_DCM = ["model.kind=dcm"]
+LEVERS = {
+    "dcm max association": _DCM + ["model.association=max"],
+    "dcm global interest": _DCM + ["model.global_interest=true"],
+    "dcm max + global": _DCM + ["model.association=max", "model.global_interest=true"],
+    "dcm recent first centroid": _DCM + ["model.first_centroid=recent"],
+    "dcm routing gradient all": _DCM + ["model.routing_gradient=all"],
+    "dcm skip negative targets": _DCM + ["train.negative_targets=skip"],
+    "dcm logQ warm start": _DCM + ["train.logq_warm_start=true"],
+    "single skip negative targets": ["model.kind=single", "train.negative_targets=skip"],
+    "single logQ warm start": ["model.kind=single", "train.logq_warm_start=true"],
+}
 CR = {"cr item-interest": ("item", ["model.kind=cr"]), "cr source-interest": ("source", ["model.kind=cr"])}
 DATASETS = {"synthetic": "synthetic-small", "ml-100k": "ml-100k", "movielens-small": "movielens-small"}
 SYNTHETIC_USERS = 1000
@@ -119,6 +133,38 @@ def run_config(cfg) -> dict:
     cached run is reused only while it matches (defaults change in code)."""
     return json.loads(json.dumps({"model": dataclasses.asdict(cfg.model),
                                   "train": dataclasses.asdict(cfg.train)}))
+
+
+def same_config(cached: dict | None, resolved: dict) -> bool:
+    """A cached run's config is the resolved one, up to keys added to the
+    code since it ran that are at their defaults (they do not change the
+    run: a new option's default is the old behaviour)."""
+    from trainer.config import MerConfig
+
+    if cached is None:
+        return False
+    defaults = run_config(MerConfig())
+
+    def fill(old, new, default):
+        if not isinstance(new, dict):
+            return old
+        out = dict(old)
+        for key, value in new.items():
+            if key not in out and isinstance(default, dict) and default.get(key) == value:
+                out[key] = value
+            elif key in out and isinstance(value, dict):
+                out[key] = fill(out[key], value, (default or {}).get(key))
+        return out
+
+    return fill(cached, resolved, defaults) == resolved
+
+
+def validation_hr(work: pathlib.Path, dataset: str, name: str, seeds: list[int]) -> float | None:
+    """Mean best validation HR of a row's cached runs (None unless all ran)."""
+    files = [work / dataset / "runs" / run_dir(name) / f"seed{s}" / "run.json" for s in seeds]
+    if not all(f.exists() for f in files):
+        return None
+    return float(np.mean([json.loads(f.read_text())["summary"]["best_validation"] for f in files]))
 
 
 def _save(path: pathlib.Path, results, extra: dict) -> None:
@@ -221,7 +267,7 @@ def run_model(dataset, data_dir, base_overrides, name, overrides, seed, epochs, 
     resolved = run_config(cfg)
     if (path / "ranks.npz").exists():
         cached = json.loads((path / "run.json").read_text()).get("config")
-        if cached == resolved:
+        if same_config(cached, resolved):
             return _load(path)
         if cached_only:
             log(f"{dataset} {name} seed {seed}: cached run has another config; not used (--cached_only)")
@@ -238,7 +284,7 @@ def run_model(dataset, data_dir, base_overrides, name, overrides, seed, epochs, 
     else:
         summary = train(cfg, data_dir, rt, verbose=0)
     trained_cfg, model, _ = load_trained(rt.model_dir, data_dir)
-    if run_config(trained_cfg) != resolved:  # an unscored model from other code defaults
+    if not same_config(run_config(trained_cfg), resolved):  # an unscored model from other code defaults
         log(f"{dataset} {name} seed {seed}: trained model has another config; retraining")
         shutil.rmtree(path / "model")
         return run_model(dataset, data_dir, base_overrides, name, overrides, seed, epochs, work, corpus,
@@ -382,6 +428,8 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default="runs/quality")
     parser.add_argument("--out", default="benchmarks/results/quality.json")
     parser.add_argument("--docs", default="docs/results.md")
+    parser.add_argument("--levers", default=",".join(LEVERS),
+                        help="rows of the levers table (--tables levers)")
     args = parser.parse_args(argv)
     from trainer.evaluation import load_corpus, load_truth
     from trainer.evaluate import overlap, truth_pattern
@@ -392,6 +440,10 @@ def main(argv=None) -> int:
     tables = args.tables.split(",")
     variants = [v for v in args.variants.split(",") if v]
     reference = [b for b in args.baselines.split(",") if b]
+    levers = [v for v in args.levers.split(",") if v]
+    for name in levers:
+        if name not in LEVERS:
+            parser.error(f"--levers: unknown {name!r}; expected some of {', '.join(LEVERS)}")
     for name in variants:
         if name not in MAIN:
             parser.error(f"--variants: unknown {name!r}; expected some of {', '.join(MAIN)}")
@@ -432,6 +484,16 @@ def main(argv=None) -> int:
                 entry["picked_dcm"] = picked
                 entry["tables"]["main"][PICKED] = source[picked["variant"]]
                 kept[PICKED] = kept[picked["variant"]]
+        if "levers" in ds_tables:
+            rows, validation = {}, {}
+            for name in levers:
+                add(rows, name, [run_model(dataset, data_dir, base, name, LEVERS[name], s, args.epochs, work,
+                                           corpus, truth, args.cached_only) for s in seeds], ks, kept)
+                validation[name] = validation_hr(work, dataset, name, seeds)
+            for name in ("single", "dcm"):  # the rows the levers are measured against
+                validation[name] = validation_hr(work, dataset, name, seeds)
+            entry["tables"]["levers"] = rows
+            entry["lever_validation"] = validation
         if "cr" in ds_tables:
             rows = {}
             for name, (association, overrides) in CR.items():
@@ -497,6 +559,13 @@ def write_docs(report: dict, path: pathlib.Path) -> None:
             lines += [f"`{PICKED}` in Table 1 = `{entry['picked_dcm']['variant']}`, the DCM variant with the "
                       "best mean validation HR (validation carve of the training data): " + ", ".join(
                           f"{n} {v:.4f}" for n, v in sorted(scores.items(), key=lambda x: -x[1])) + ".", ""]
+        if "levers" in t:
+            val = entry.get("lever_validation", {})
+            lines += ["### Levers (issue 14): one change each on top of the Table 1 row it names", ""]
+            lines += table(t["levers"], ks) + [""]
+            lines += ["Mean best validation HR@50 (the validation carve, which picks defaults): " + ", ".join(
+                f"{n} {v:.4f}" for n, v in sorted(val.items(), key=lambda x: -(x[1] or 0)) if v is not None)
+                + ".", ""]
         if "cr" in t:
             lines += ["### Table 6 shape: CR training association, both scored on the source-topic eval records",
                       "", "Filtered HR (only items carrying the condition topic compete), then plain HR:", ""]

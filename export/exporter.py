@@ -116,7 +116,7 @@ def export_retriever(model_dir: str, base: str, version: int) -> dict:
     retriever = retriever_of(cfg.model.kind)
     explicit = retriever == contract.EXPLICIT
     samples = {k: v.numpy() for k, v in sample_records(model_dir, cfg).items()}
-    num = None if explicit else (1 if cfg.model.kind == "single" else cfg.model.num_interests)
+    num = None if explicit else model.num_embeddings
     user = UserTower(model, cfg.data.history_length, num, explicit)
     user_name, item_name = contract.USER_MODEL[retriever], contract.ITEM_MODEL[retriever]
     user_warmup = warmup_requests(user_name, user_request_inputs(samples, explicit, cfg.model.num_explicit))

@@ -57,6 +57,22 @@ def sampled_softmax_logq(query, candidates, probability, temperature=1.0):
     return query @ candidates.T / temperature - np.log(probability)[None, :]
 
 
+def max_scored_loss(embeddings, mask, candidates, probability, ids, temperature, weights=None):
+    """In-batch softmax loss with every candidate scored by the max over
+    each user's valid embeddings (`association=max`): s_ij = max_k valid
+    e_ik . c_j / T - log p_j, accidental hits (same id, off the diagonal)
+    removed, summed cross-entropy of the diagonal, each row times its weight."""
+    scores = np.einsum("bkd,nd->bkn", embeddings, candidates)
+    scores = np.where(mask[:, :, None], scores, -np.inf).max(axis=1) / temperature
+    scores = scores - np.log(np.clip(probability, 1e-6, 1.0))[None, :]
+    same = ids[:, None] == ids[None, :]
+    scores = np.where(same & ~np.eye(len(ids), dtype=bool), -np.inf, scores)
+    top = scores.max(axis=1, keepdims=True)
+    log_softmax = scores - top - np.log(np.exp(scores - top).sum(axis=1, keepdims=True))
+    weights = np.ones(len(ids)) if weights is None else weights
+    return float(-(np.diag(log_softmax) * weights).sum())
+
+
 def hit_rate(user_embeddings, corpus, target, exclude, k):
     """SPEC §6.5 for one record: rank = 1 + #corpus items scoring strictly higher."""
     scores = (user_embeddings @ corpus.T).max(0)

@@ -71,7 +71,7 @@ def test_unknown_preset_lists_presets():
         ("model.frequency_alpha=0", "model.frequency_alpha=0.0: expected in (0, 1]"),
         ("model.dhen.transformer_heads=0", "model.dhen.transformer_heads=0: expected >= 1"),
         ("model.kind=dnn", "'dnn' is not one of ['single', 'dcm', 'mind', 'sa', 'tokens', 'pfs', 'cr']"),
-        ("model.association=soft", "'soft' is not one of ['argmax', 'gumbel']"),
+        ("model.association=soft", "'soft' is not one of ['argmax', 'gumbel', 'max']"),
         ("model.init=zeros", "'zeros' is not one of ['va_fpi', 'fpi', 'gaussian']"),
         ("data.split.timestamp=0", "data.split.timestamp=0: data.split.mode=timestamp needs the cutoff"),
         ("data.split.timestamp=100", "data.split.timestamp=100: outside the synthetic world"),

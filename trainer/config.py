@@ -210,7 +210,20 @@ class ModelConfig:
       validity_filter: drop invalid items from initialisation and routing.
       routing_gradient: DCM/MIND back-propagation: `last` (final weighted
         sum only, routing coefficients constant, as ComiRec) or `all`.
-      association: `argmax` (eq. 8) or `gumbel` (straight-through).
+      association: which user embeddings the loss trains on a target:
+        `argmax` (eq. 8: the one closest to the target), `gumbel`
+        (straight-through Gumbel-Softmax) or `max` (what serving does: the
+        positive and every in-batch negative are scored by the max over the
+        user's valid embeddings, so every embedding that would rank a
+        negative above the target is pushed down).
+      global_interest: implicit kinds: add one embedding conditioned on a
+        learned global token (the user as a whole, crossed with the same
+        shared fields) next to the K_im interests; its serving importance
+        is the mean of the valid interests'.
+      first_centroid: VA-FPI's first centroid during training: `random` (a
+        uniformly drawn eligible item, the paper) or `recent` (the most
+        recent eligible item, what inference always uses: no train/serve
+        skew in the clusters).
       implicit_fields: shared user fields crossed with every implicit
         condition besides the condition itself (phi(u, c_j) of eq. 8): any
         of `pooled` (mean of the valid history items), `latest` (the most
@@ -245,6 +258,8 @@ class ModelConfig:
     validity_filter: bool = True
     routing_gradient: str = "last"
     association: str = "argmax"
+    global_interest: bool = False
+    first_centroid: str = "random"
     implicit_fields: list[str] = dataclasses.field(default_factory=lambda: ["pooled", "latest"])
     gumbel_temperature: float = 1.0
     attention_dim: int = 32
@@ -274,6 +289,15 @@ class TrainConfig:
       checkpoint_every_steps: BackupAndRestore save frequency (steps).
       log_every_steps: TensorBoard scalar frequency (steps).
       seed: weights, shuffling and sampling seed.
+      negative_targets: what a training example whose target is a negative
+        action (e.g. a MovieLens rating <= `data.negative_rating_max`)
+        does in the loss: `positive` (trained like any target) or `skip`
+        (weight 0: the user did not like it). Such targets stay eval
+        targets (SPEC §6) and in-batch negatives of the other examples.
+      logq_warm_start: start the streaming frequency estimator (logQ
+        correction) from the training records' target counts instead of a
+        flat prior (TFRS clips the cold estimate; rare items then get
+        nearly no correction for most of the first epoch).
     """
 
     batch_size: int = 256
@@ -283,6 +307,8 @@ class TrainConfig:
     validation_fraction: float = 0.05
     validation_k: int = 50
     validation_max_records: int = 5000
+    negative_targets: str = "positive"
+    logq_warm_start: bool = False
     early_stopping_patience: int = 2
     checkpoint_every_steps: int = 200
     log_every_steps: int = 50
@@ -343,7 +369,9 @@ _CHOICES = {
     ("data", "explicit_association"): ("source", "item"),
     ("model", "kind"): ("single", "dcm", "mind", "sa", "tokens", "pfs", "cr"),
     ("model", "init"): ("va_fpi", "fpi", "gaussian"),
-    ("model", "association"): ("argmax", "gumbel"),
+    ("model", "association"): ("argmax", "gumbel", "max"),
+    ("model", "first_centroid"): ("random", "recent"),
+    ("train", "negative_targets"): ("positive", "skip"),
     ("model", "routing_gradient"): ("last", "all"),
     ("model", "implicit_fields"): ("pooled", "latest"),
 }

@@ -180,6 +180,26 @@ def target_timestamps(pattern: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
+def target_counts(pattern: str, time_range: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct `target_item_id`s, their counts) of the matching records with
+    `lo <= target_timestamp < hi` (one cheap pass; the logQ warm start)."""
+    spec = {features.TARGET_ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+            features.TARGET_TIMESTAMP: tf.io.FixedLenFeature([], tf.int64)}
+    ds = tf.data.TFRecordDataset(match_files(pattern), num_parallel_reads=4).batch(8192).map(
+        lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    ids = []
+    for b in ds:
+        keep = np.ones(len(b[features.TARGET_TIMESTAMP]), bool)
+        if time_range is not None:
+            ts = b[features.TARGET_TIMESTAMP].numpy()
+            keep = (ts >= time_range[0]) & (ts < time_range[1])
+        ids.append(b[features.TARGET_ITEM_ID].numpy()[keep])
+    if not ids:
+        return np.zeros(0, object), np.zeros(0, np.int64)
+    unique, counts = np.unique(np.concatenate(ids), return_counts=True)
+    return unique, counts
+
+
 def build_dataset(pattern: str, batch_size: int, history_length: int, shuffle: bool = True,
                   seed: int = 0, repeat: bool = False, drop_remainder: bool = True,
                   time_range: tuple[int, int] | None = None, skip_batches: int = 0,

@@ -6,7 +6,8 @@ SA, interest tokens, PFS) or an explicit condition topic (CR) -> fields
 [condition, pooled history, latest item] -> DHEN -> dense -> L2, one vector
 per condition. Loss: sampled softmax over in-batch negatives with logQ from
 the streaming frequency estimator and accidental-hit removal, using only the
-associated embedding (eq. 8-9).
+associated embedding (eq. 8-9), or (`association=max`) scoring every
+candidate by the max over the user's embeddings, as serving does.
 """
 
 from __future__ import annotations
@@ -72,13 +73,21 @@ class MultiEmbeddingModel(tfrs.Model):
                                                           mask_token=None, name="topic_lookup")
             self.condition_embedding = keras.layers.Embedding(len(table.topics) + 1, cfg.topic_dim,
                                                               name="condition_topic")
+        # The global interest: one learned condition token (`global_interest`).
+        self.global_token = None
+        if cfg.global_interest and self.kind in IMPLICIT_KINDS:
+            self.global_token = keras.layers.Embedding(1, cfg.item_dim, name="global_token")
         self.dhen = DHEN(**vars(cfg.dhen), name="dhen")
         self.user_head = keras.layers.Dense(cfg.embedding_dim, name="user_head")
-        self.association = InterestAssociation(cfg.association, cfg.gumbel_temperature,
+        # `max` scores with every embedding; the layer then only names the
+        # slot nearest the target (the `effective_interests` diagnostic).
+        self.association = InterestAssociation("argmax" if cfg.association == "max" else cfg.association,
+                                               cfg.gumbel_temperature,
                                                1.0 / cfg.temperature, name="association")
         self.frequency = StreamingFrequencyEstimator(cfg.frequency_buckets, cfg.frequency_alpha,
                                                      name="frequency")
         self.recompute_selected = True  # see _select
+        self.negative_targets = "positive"  # the training job sets `train.negative_targets`
         self.task = tfrs.tasks.Retrieval(temperature=cfg.temperature, remove_accidental_hits=True)
         # Collapse diagnostics. Metric accumulators are not model state: they
         # are kept out of the checkpoint (untracked; reported via `metrics`),
@@ -101,7 +110,7 @@ class MultiEmbeddingModel(tfrs.Model):
         if cfg.kind == "dcm":
             return DifferentiableClustering(k, cfg.item_dim, cfg.routing_iterations, cfg.init,
                                             cfg.single_assignment, cfg.validity_filter, seed,
-                                            cfg.routing_gradient, name="dcm")
+                                            cfg.routing_gradient, cfg.first_centroid, name="dcm")
         if cfg.kind == "mind":
             return DifferentiableClustering(k, cfg.item_dim, cfg.routing_iterations, "gaussian",
                                             False, cfg.validity_filter, seed, cfg.routing_gradient,
@@ -118,6 +127,16 @@ class MultiEmbeddingModel(tfrs.Model):
             layer.item_concept.assign(concepts.astype(np.int32))
             return layer
         return None
+
+    @property
+    def num_embeddings(self) -> int | None:
+        """Implicit embeddings per user (K_im, plus the global one); None for CR
+        (one per followed topic)."""
+        if self.kind == "cr":
+            return None
+        if self.kind == "single":
+            return 1
+        return self.cfg.num_interests + int(self.global_token is not None)
 
     @property
     def metrics(self):
@@ -200,13 +219,23 @@ class MultiEmbeddingModel(tfrs.Model):
         if seed is not None:
             module_inputs["seed"] = seed
         out = self.interests(module_inputs, training=training)
-        # A user with no usable item keeps one embedding (from the pooled fields).
-        none = tf.logical_not(tf.reduce_any(out["mask"], axis=1, keepdims=True))
-        first = tf.one_hot(0, tf.shape(out["mask"])[1], on_value=True, off_value=False, dtype=tf.bool)
-        mask = tf.logical_or(out["mask"], tf.logical_and(none, first[None, :]))
-        emb = self._cross(out["capsules"], hist["pooled"], hist["latest"])
-        return {"embeddings": emb, "importance": out["importance"], "mask": mask}, (
-            out["capsules"], hist["pooled"], hist["latest"])
+        capsules, importance, mask = out["capsules"], out["importance"], out["mask"]
+        if self.global_token is not None:
+            token = self.global_token(tf.zeros([batch], tf.int32))
+            capsules = tf.concat([capsules, token[:, None, :]], axis=1)
+            # Its merge budget: the mean of the valid interests' importance.
+            valid = tf.cast(mask, importance.dtype)
+            mean = tf.reduce_sum(importance * valid, axis=1) / tf.maximum(tf.reduce_sum(valid, axis=1), 1.0)
+            importance = tf.concat([importance, tf.where(tf.reduce_any(mask, axis=1), mean, 1.0)[:, None]], 1)
+            mask = tf.concat([mask, tf.ones([batch, 1], tf.bool)], axis=1)
+        else:
+            # A user with no usable item keeps one embedding (from the pooled fields).
+            none = tf.logical_not(tf.reduce_any(mask, axis=1, keepdims=True))
+            first = tf.one_hot(0, tf.shape(mask)[1], on_value=True, off_value=False, dtype=tf.bool)
+            mask = tf.logical_or(mask, tf.logical_and(none, first[None, :]))
+        emb = self._cross(capsules, hist["pooled"], hist["latest"])
+        return {"embeddings": emb, "importance": importance, "mask": mask}, (
+            capsules, hist["pooled"], hist["latest"])
 
     def _select(self, user: dict, cross_inputs, target: tf.Tensor, training, seed=None):
         """The associated embedding `[B, d]` that the loss trains (eq. 8) and
@@ -223,6 +252,11 @@ class MultiEmbeddingModel(tfrs.Model):
         inputs = {"embeddings": user["embeddings"], "mask": user["mask"], "target": target}
         if seed is not None:
             inputs["seed"] = seed
+        if self.cfg.association == "max":
+            # Every valid embedding is scored (`_max_scored`); masked slots
+            # take a valid slot's vector, so they never win the max.
+            index = self.association({**inputs, "embeddings": tf.stop_gradient(user["embeddings"])})["index"]
+            return _max_scored(user["embeddings"], user["mask"]), index
         if not (self.recompute_selected and training and cross_inputs is not None and self.association.mode == "argmax"):
             chosen = self.association(inputs, training=training)
             return chosen["selected"], chosen["index"]
@@ -264,8 +298,20 @@ class MultiEmbeddingModel(tfrs.Model):
             hashes = tf.cast(tf.strings.to_hash_bucket_fast(key, 1 << 20), tf.float64)
             self.trained_examples.assign_add(tf.cast(tf.size(hashes), tf.float64))
             self.trained_checksum.assign_add(tf.reduce_sum(hashes))
+        weight = None
+        if self.negative_targets == "skip":
+            weight = tf.cast(tf.equal(inputs[features.TARGET_NEGATIVE], 0), tf.float32)
         return self.task(selected, target, candidate_sampling_probability=probability,
-                         candidate_ids=target_ids, compute_metrics=False)
+                         candidate_ids=target_ids, sample_weight=weight, compute_metrics=False)
+
+
+def _max_scored(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """`[B, K, d]` embeddings for TFRS's max-over-heads scoring: masked
+    slots are replaced by the user's first valid slot (every user has one),
+    so a candidate's score is the max over the valid embeddings only."""
+    first = tf.argmax(tf.cast(mask, tf.int32), axis=1, output_type=tf.int32)
+    fill = tf.gather(embeddings, first, batch_dims=1)[:, None, :]
+    return tf.where(mask[..., None], embeddings, fill)
 
 
 def create_variables(model: MultiEmbeddingModel, batch: dict) -> None:

@@ -141,7 +141,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
 
     `callbacks`: extra Keras callbacks, run after the job's own.
     """
-    from trainer.data import build_dataset, target_timestamps
+    from trainer.data import build_dataset, target_counts, target_timestamps
     from trainer.early_stopping import ResumableEarlyStopping
     from trainer.evaluation import load_corpus
     from trainer.item_table import load_item_table
@@ -168,6 +168,10 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
         model = build_model(cfg.model, table, cfg.train.seed)
         model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
         create_variables(model, sample_batch(data_dir, cfg))
+        model.negative_targets = cfg.train.negative_targets
+        if cfg.train.logq_warm_start:  # a resumed job's backup overwrites it with the saved state
+            ids, counts = target_counts(pattern, split["train_range"])
+            model.frequency.warm_start(ids, counts, split["train_records"] / batch)
 
     extra, callbacks = list(callbacks), [
         keras.callbacks.BackupAndRestore(rt.checkpoint_dir, save_freq=cfg.train.checkpoint_every_steps)]

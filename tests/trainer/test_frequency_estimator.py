@@ -1,6 +1,7 @@
 """Streaming frequency estimation on a Zipf stream, and checkpointing."""
 
 import numpy as np
+import pytest
 
 from trainer.layers._keras import tf
 from trainer.layers.frequency_estimator import StreamingFrequencyEstimator
@@ -49,3 +50,14 @@ def test_state_survives_checkpoint_round_trip(tmp_path):
     tf.train.Checkpoint(estimator=fresh).read(path).assert_consumed()
     np.testing.assert_allclose(fresh(probe, training=False).numpy(), before)
     assert float(fresh.step.numpy()) == 50.0
+
+
+def test_warm_start_sets_the_expected_rate_of_seen_items():
+    est = StreamingFrequencyEstimator(num_buckets=1 << 16, initial_gap=100.0)
+    est(tf.constant(["a"]), training=False)  # builds
+    est.warm_start(np.array(["a", "b"], object), np.array([50, 2]), batches_per_pass=10.0)
+    got = est(tf.constant(["a", "b", "never"]), training=False).numpy()
+    # 50 in 10 batches: 5 a batch; 2 in 10: 0.2; unseen keeps the prior 1/100.
+    np.testing.assert_allclose(got, [5.0, 0.2, 0.01], rtol=1e-6)
+    est(tf.constant(["b"] * 4), training=True)  # the moving average goes on from there
+    assert est(tf.constant(["b"]), training=False).numpy()[0] != pytest.approx(0.2)

@@ -1,10 +1,13 @@
-"""The model's training step: the argmax fast path is exact."""
+"""The model's training step: the argmax fast path is exact; the `max`
+association, skipped negative targets and the global interest against a
+NumPy reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import numpy_reference as ref
 from trainer import features
 from trainer.config import load_config
 from trainer.data import build_dataset
@@ -51,3 +54,55 @@ def test_argmax_recompute_matches_full_backward(world, kind):
         np.testing.assert_allclose(g_fast, g_full, rtol=1e-4, atol=1e-5 * scale, err_msg=var.name)
     trained = sum(int(np.abs(g).max() > 1e-4 * scale) for _, _, g in dense)
     assert trained > 10  # the item tower, summariser, interest module and DHEN all train
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model.kind=dcm"],
+    ["model.kind=dcm", "model.global_interest=true", "train.negative_targets=skip"],
+    ["model.kind=single", "train.negative_targets=skip"],
+])
+def test_max_association_loss_is_the_served_score(world, overrides):
+    """`association=max`: the loss scores the positive and every in-batch
+    negative by the max over the user's *valid* embeddings (what serving
+    does), and a skipped negative target adds nothing to it."""
+    tf.keras.utils.set_random_seed(0)
+    cfg = load_config("synthetic-small", overrides + ["model.association=max"])
+    model = build_model(cfg.model, load_item_table(world), seed=0)
+    model.negative_targets = cfg.train.negative_targets
+    batch = next(iter(build_dataset(f"{world}/{features.TRAIN_IMPLICIT}-*", 256, 50, shuffle=False)))
+    create_variables(model, batch)
+    loss = float(model.compute_loss(batch, training=False))  # inference clusters: deterministic
+    user = model.user_embeddings(batch, training=False)
+    ids = batch[features.TARGET_ITEM_ID]
+    targets = model.item_embeddings(ids).numpy()
+    mask = user["mask"].numpy()
+    negative = batch[features.TARGET_NEGATIVE].numpy()
+    weights = (negative == 0).astype(float) if cfg.train.negative_targets == "skip" else None
+    want = ref.max_scored_loss(user["embeddings"].numpy(), mask, targets,
+                               model.frequency(ids, training=False).numpy(), ids.numpy(), cfg.model.temperature,
+                               weights)
+    assert loss == pytest.approx(want, rel=1e-4)
+    if cfg.model.kind == "dcm":
+        assert (~mask).any()  # masked slots exist in the batch and are not scored
+    if weights is not None:
+        assert negative.any()  # the batch has negative targets, and they were skipped
+        assert loss < ref.max_scored_loss(user["embeddings"].numpy(), mask, targets,
+                                          model.frequency(ids, training=False).numpy(), ids.numpy(),
+                                          cfg.model.temperature)
+
+
+def test_global_interest_is_one_more_always_valid_embedding(world):
+    cfg = load_config("synthetic-small", ["model.kind=dcm", "model.global_interest=true"])
+    model = build_model(cfg.model, load_item_table(world), seed=0)
+    batch = next(iter(build_dataset(f"{world}/{features.TRAIN_IMPLICIT}-*", 64, 50, shuffle=False)))
+    create_variables(model, batch)
+    user = {k: v.numpy() for k, v in model.user_embeddings(batch, training=False).items()}
+    k = cfg.model.num_interests
+    assert model.num_embeddings == k + 1 and user["embeddings"].shape[1] == k + 1
+    assert user["mask"][:, k].all()
+    valid = user["mask"][:, :k]
+    mean = (user["importance"][:, :k] * valid).sum(1) / np.maximum(valid.sum(1), 1)
+    np.testing.assert_allclose(user["importance"][:, k], np.where(valid.any(1), mean, 1.0), rtol=1e-5)
+    # The global slot is its own embedding, not a copy of an interest.
+    cos = np.einsum("bkd,bd->bk", user["embeddings"][:, :k], user["embeddings"][:, k])
+    assert (np.where(valid, cos, -1).max(1) < 0.9999).all()

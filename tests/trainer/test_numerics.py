@@ -77,6 +77,34 @@ def test_routing_matches_reference(single_assignment, routing_gradient):
             assert ((out["routing"].numpy()[b] > 0).sum(1) <= 1).all()
 
 
+def test_single_assignment_masks_clusters_left_without_items():
+    """Identical items: FPI picks three of them as centroids, SAR routes all
+    five to the first cluster; the two empty clusters are masked, not served."""
+    items = np.tile(rng.normal(size=(1, 1, 5)).astype(np.float32), (1, 5, 1))
+    mask = np.ones((1, 5), bool)
+    layer = DifferentiableClustering(3, 4, iterations=3, single_assignment=True)
+    out = layer({"items": items, "valid": mask, "mask": mask}, training=False)
+    assert out["mask"].numpy().tolist() == [[True, False, False]]
+    importance = out["importance"].numpy()[0]
+    assert importance[0] > 0 and (importance[1:] == 0).all()
+    soft = DifferentiableClustering(3, 4, iterations=3, single_assignment=False)
+    assert soft({"items": items, "valid": mask, "mask": mask}, training=False)["mask"].numpy().all()
+
+
+@pytest.mark.parametrize("first_centroid", ["random", "recent"])
+def test_first_centroid_recent_trains_the_served_clusters(first_centroid):
+    """`recent`: training clusters from the most recent eligible item, as
+    inference does, so the clusters trained are the clusters served."""
+    items = rng.normal(size=(16, 9, 5)).astype(np.float32)
+    mask = np.ones((16, 9), bool)
+    layer = DifferentiableClustering(3, 4, iterations=2, first_centroid=first_centroid)
+    served = layer({"items": items, "valid": mask, "mask": mask}, training=False)["capsules"].numpy()
+    trained = layer({"items": items, "valid": mask, "mask": mask, "seed": tf.constant([3, 4], tf.int64)},
+                    training=True)["capsules"].numpy()
+    same = np.isclose(served, trained, atol=1e-6).all(axis=(1, 2))
+    assert same.all() if first_centroid == "recent" else not same.all()
+
+
 def test_routing_gradient_last_treats_routing_as_constant():
     """`last`: d capsules / d items is that of squash(R S e) with the final
     routing R held constant; `all` also differentiates through R and the

@@ -17,7 +17,9 @@ class DifferentiableClustering(keras.layers.Layer):
     Determinism: at inference the first FPI centroid is the *most recent*
     eligible item (recency is the strongest single interest signal, and a
     serving embedding must not change between two identical requests); during
-    training it is a uniformly random eligible item, as in the paper. The
+    training it is a uniformly random eligible item, as in the paper
+    (`first_centroid="random"`), or the most recent one as at inference
+    (`"recent"`: the clusters trained are the clusters served). The
     Gaussian (MIND) init uses a fixed-seed stateless draw at inference.
     Training draws are stateless functions of the `seed` input when one is
     given (the model passes one per optimizer step, `step_seed.py`), so a
@@ -36,6 +38,8 @@ class DifferentiableClustering(keras.layers.Layer):
         also keeps gradients out of the non-differentiable initialisation
         and halves the module's backward cost. `all`: back-propagate
         through every routing iteration and the initial centroids.
+      first_centroid: `random` or `recent`, the first FPI centroid during
+        training (inference always takes the most recent).
 
     Call args:
       items: `[B, L, d_in]` item representations e_i.
@@ -53,8 +57,11 @@ class DifferentiableClustering(keras.layers.Layer):
 
     def __init__(self, num_clusters=7, dim=32, iterations=3, init="va_fpi",
                  single_assignment=True, validity_filter=True, seed=0, routing_gradient="last",
-                 **kwargs):
+                 first_centroid="random", **kwargs):
         super().__init__(**kwargs)
+        if first_centroid not in ("random", "recent"):
+            raise ValueError(f"first_centroid={first_centroid!r}; allowed: random, recent")
+        self.first_centroid = first_centroid
         if init not in ("va_fpi", "fpi", "gaussian"):
             raise ValueError(f"init={init!r}; allowed: va_fpi, fpi, gaussian")
         if routing_gradient not in ("last", "all"):
@@ -74,7 +81,7 @@ class DifferentiableClustering(keras.layers.Layer):
         super().build(input_shape)
 
     def _first_index(self, eligible, training, seed=None):
-        if training:
+        if training and self.first_centroid == "random":
             logits = tf.where(eligible, 0.0, NEG_INF)
             if seed is None:
                 return tf.cast(tf.random.categorical(logits, 1)[:, 0], tf.int32)
@@ -119,6 +126,10 @@ class DifferentiableClustering(keras.layers.Layer):
             # (the same values as `points`; with `last` the only gradient path).
             values = mapped if step == self.iterations - 1 else points
             capsules = squash(tf.einsum("blk,bld->bkd", routing, values))
+        if self.single_assignment:
+            # A cluster that single assignment left without an item has no
+            # interest to serve (its capsule is the zero vector).
+            cmask = tf.logical_and(cmask, tf.reduce_any(routing > 0, axis=1))
         cmask_f = tf.cast(cmask, points.dtype)
         return {
             "capsules": capsules * cmask_f[..., None],
@@ -132,4 +143,4 @@ class DifferentiableClustering(keras.layers.Layer):
                 "iterations": self.iterations, "init": self.init,
                 "single_assignment": self.single_assignment,
                 "validity_filter": self.validity_filter, "seed": self.seed,
-                "routing_gradient": self.routing_gradient}
+                "routing_gradient": self.routing_gradient, "first_centroid": self.first_centroid}

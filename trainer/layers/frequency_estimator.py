@@ -69,6 +69,25 @@ class StreamingFrequencyEstimator(keras.layers.Layer):
             gap = tf.gather(self.gap, buckets)
         return 1.0 / tf.maximum(gap, 1e-6)
 
+    def warm_start(self, ids, counts, batches_per_pass: float) -> None:
+        """Starts the estimate from known counts instead of the flat prior.
+
+        An item seen `c` times in a pass of `batches_per_pass` batches is
+        expected `c / batches_per_pass` times a batch: its gap becomes
+        `batches_per_pass / c` (ids sharing a hash bucket add up). Buckets
+        of unseen ids keep `initial_gap`; the moving average goes on from
+        there.
+
+        Args:
+          ids: `[N]` item ids; counts: `[N]` occurrences in one pass.
+        """
+        if not self.built:
+            raise ValueError("warm_start: the estimator is not built yet (call it once first)")
+        buckets = tf.strings.to_hash_bucket_fast(tf.constant(ids), self.num_buckets)
+        summed = tf.math.unsorted_segment_sum(tf.constant(counts, tf.float32), buckets, self.num_buckets)
+        gap = tf.where(summed > 0, batches_per_pass / tf.maximum(summed, 1e-6), self.gap)
+        self.gap.assign(gap)
+
     def get_config(self):
         return {**super().get_config(), "num_buckets": self.num_buckets, "alpha": self.alpha,
                 "initial_gap": self.initial_gap}
