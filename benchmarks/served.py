@@ -1,17 +1,31 @@
-"""Serving merge vs SPEC §6 max scoring, on the quality benchmark's models.
+"""Served HR: the quality benchmark's models through the serving merge.
 
-  python -m benchmarks.served [--datasets ml-100k] [--variants single,mind,dcm]
-      [--seeds 0,1,2] [--ks 20,50,100] [--work runs/quality]
-      [--out benchmarks/results/served.json]
+  python -m benchmarks.served [--datasets ml-100k,movielens-small]
+      [--variants single,dcm] [--policies round_robin,score]
+      [--explicit "cr source-interest"] [--baseline single]
+      [--seeds 0,1,2] [--ks 50,100] [--work runs/quality]
+      [--out benchmarks/results/served.json] [--docs docs/results/served.md]
 
 SPEC §6 scores an item by the max over the user's embeddings; the retrieval
-service (SPEC §2.5, paper §3.4) instead gives each implicit embedding a
-budget proportional to its importance and merges the per-embedding lists
-round-robin with de-duplication (`common/merging.py`). This benchmark
-takes the trained runs that `benchmarks/quality.py` cached under `--work`
-(it trains nothing), reads their SPEC §6 ranks, scores the same eval
-records through the serving merge (`trainer.evaluation.served_hits`), and
-prints both HR@K (mean over seeds [95% bootstrap CI]); writes JSON.
+service (SPEC §2.5, paper §3.4) instead gives each embedding a budget
+(implicit: importance scaled to average 1, explicit: 1 each) and merges the
+per-embedding lists, round-robin with de-duplication (the paper) or by score
+above a per-embedding floor (`common/merging.py`). This benchmark takes the
+runs `benchmarks/quality.py` cached under `--work` (it trains nothing) and
+scores the same eval records as the service answers them
+(`trainer.evaluation.served_hits`):
+
+- `<variant> (<policy>)`: the implicit model alone, next to its SPEC §6 HR;
+- `<explicit> followed topics (<policy>)`: CR alone, conditioned on the
+  user's followed topics (up to K_ex, as serving; no target information,
+  unlike the source-topic eval records of Table 6), relevance-filtered;
+- `<variant> + <explicit> (<policy>)`: the paper's production setting, both
+  retrievers merged.
+
+Every row is compared with `--baseline` (served = its HR@K) by the paired
+difference per eval record (seed-averaged hits; mean and 95% bootstrap CI).
+Served hits are cached next to each run (`served-*.npz`). Prints the table,
+writes JSON and a markdown page.
 """
 
 from __future__ import annotations
@@ -26,54 +40,143 @@ import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
 from benchmarks import write_result
 
 
+def _cached_hits(path: pathlib.Path, ks, compute) -> dict:
+    """K -> `[records]` bool, from `path` (npz) when it holds every K."""
+    if path.exists():
+        z = np.load(path)
+        if all(f"k{k}" in z.files for k in ks):
+            return {k: z[f"k{k}"] for k in ks}
+    hits = compute()
+    np.savez(path, **{f"k{k}": hits[k] for k in ks})
+    return hits
+
+
+def _cell(block: dict, k) -> str:
+    b = block[str(k)]
+    return f"{b['mean']:.4f} [{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}]"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--datasets", default="ml-100k")
-    parser.add_argument("--variants", default="single,mind,dcm",
-                        help="Table 1 / Table 2 row names of benchmarks/quality.py")
+    parser.add_argument("--datasets", default="ml-100k,movielens-small")
+    parser.add_argument("--variants", default="single,dcm",
+                        help="Table 1 / Table 2 / levers row names of benchmarks/quality.py")
+    parser.add_argument("--policies", default="round_robin,score")
+    parser.add_argument("--explicit", default="cr source-interest",
+                        help="the CR row of benchmarks/quality.py merged with each variant; empty for none")
+    parser.add_argument("--baseline", default="single", help="the row every other row is compared with")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--ks", default="20,50,100")
+    parser.add_argument("--ks", default="50,100")
+    parser.add_argument("--max_records", type=int, default=0, help="eval records scored (0 = all)")
     parser.add_argument("--work", default="runs/quality")
     parser.add_argument("--out", default="benchmarks/results/served.json")
+    parser.add_argument("--docs", default="docs/results/served.md")
     args = parser.parse_args(argv)
-    from benchmarks.quality import _load, log, run_dir
-    from trainer.evaluate import served_hits
-    from trainer.evaluation import hit_block, load_corpus
+    from benchmarks.quality import _load, log, paired, run_dir
+    from common.merging import POLICIES
+    from trainer.evaluate import eval_pattern, followed
+    from trainer.evaluation import ModelScorer, hit_block, iter_records, load_corpus, served_hits
     from trainer.model_io import load_trained
 
     ks = [int(k) for k in args.ks.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    report = {"command": "python -m benchmarks.served " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "datasets": {}}
-    lines = ["| dataset | model | seeds | " + " | ".join(f"HR@{k} max / served" for k in ks) + " |",
-             "|---|---|---|" + "---|" * len(ks)]
+    policies = [p for p in args.policies.split(",") if p]
+    for policy in policies:
+        if policy not in POLICIES:
+            parser.error(f"--policies: unknown {policy!r}; expected some of {', '.join(POLICIES)}")
+    command = "python -m benchmarks.served " + " ".join(argv if argv is not None else sys.argv[1:])
+    report = {"command": command, "seeds": seeds, "datasets": {}}
+    lines = ["# Served HR (generated by `benchmarks/served.py`)", "", f"Command: `{command}`.", "",
+             "Cells: mean over seeds [95% bootstrap CI over eval records]; `SPEC §6` = max over the user's "
+             f"embeddings, exact; served = the merged list of K candidates. Paired: the row minus `{args.baseline}` "
+             "per eval record (seed-averaged), mean [95% CI].", ""]
     for dataset in args.datasets.split(","):
-        data_dir = str(pathlib.Path(args.work) / dataset / "prepared-source")
+        work = pathlib.Path(args.work) / dataset
+        data_dir = str(work / "prepared-source")
         corpus = load_corpus(data_dir)
-        rows = report["datasets"][dataset] = {}
-        for variant in args.variants.split(","):
-            max_hits, served = {k: [] for k in ks}, {k: [] for k in ks}
-            for seed in seeds:
-                run = pathlib.Path(args.work) / dataset / "runs" / run_dir(variant) / f"seed{seed}"
-                if not (run / "ranks.npz").exists() or not (run / "model" / "training.json").exists():
-                    log(f"{dataset} {variant} seed {seed}: no trained run under {run}; skipped")
-                    continue
+        models: dict = {}
+
+        def model_of(name, seed):
+            run = work / "runs" / run_dir(name) / f"seed{seed}"
+            if not (run / "model" / "training.json").exists():
+                return None
+            if (name, seed) not in models:
                 cfg, model, _ = load_trained(str(run / "model"), data_dir)
-                hits = served_hits(model, cfg, data_dir, corpus, ks)
-                ranks = _load(run).ranks
+                models[(name, seed)] = (run, cfg, model)
+            return models[(name, seed)]
+
+        def served(implicit, explicit, policy, seed):
+            imp = model_of(implicit, seed) if implicit else None
+            exp = model_of(explicit, seed) if explicit else None
+            if (implicit and imp is None) or (explicit and exp is None):
+                return None
+            run = (imp or exp)[0]
+            tag = f"served-{policy}" + (f"-with-{run_dir(explicit)}" if implicit and explicit else "")
+
+            def compute():
+                cfg = (imp or exp)[1]
+                records = iter_records(eval_pattern(data_dir), 256, cfg.data.history_length, limit=args.max_records)
+                explicit_scorer = None
+                if exp is not None:
+                    explicit_scorer = ModelScorer(exp[2], corpus, conditions=followed(exp[1].model.num_explicit))
+                return served_hits(ModelScorer(imp[2], corpus) if imp else None, corpus, records, ks, policy=policy,
+                                   explicit=explicit_scorer)
+
+            return _cached_hits(run / f"{tag}.npz", ks, compute)
+
+        rows: dict = {}
+        explicit = args.explicit or None
+        specs = [(v, None, p) for v in args.variants.split(",") for p in policies]
+        if explicit:
+            specs += [(None, explicit, p) for p in policies]
+            specs += [(v, explicit, p) for v in args.variants.split(",") for p in policies]
+        for implicit, exp_name, policy in specs:
+            name = " + ".join(n for n in (implicit, exp_name and f"{exp_name} followed topics") if n)
+            name += f" ({policy})"
+            hits = {k: [] for k in ks}
+            max_hits = {k: [] for k in ks}
+            for seed in seeds:
+                got = served(implicit, exp_name, policy, seed)
+                if got is None:
+                    log(f"{dataset} {name} seed {seed}: a run is missing under {work / 'runs'}; skipped")
+                    continue
                 for k in ks:
-                    max_hits[k].append(ranks <= k)
-                    served[k].append(hits[k])
-                log(f"{dataset} {variant} seed {seed}: HR@50 max {np.mean(ranks <= 50):.4f} "
-                    f"served {np.mean(hits.get(50, [np.nan])):.4f}")
-            if not max_hits[ks[0]]:
+                    hits[k].append(got[k])
+                if implicit and not exp_name:
+                    ranks = _load(work / "runs" / run_dir(implicit) / f"seed{seed}").ranks
+                    for k in ks:
+                        max_hits[k].append(ranks <= k)
+                log(f"{dataset} {name} seed {seed}: served HR@{ks[0]} {np.mean(got[ks[0]]):.4f}")
+            if not hits[ks[0]]:
                 continue
-            rows[variant] = {"seeds": len(max_hits[ks[0]]), "max": hit_block(max_hits), "served": hit_block(served)}
-            cell = lambda b, k: f"{b[str(k)]['mean']:.4f} [{b[str(k)]['ci95'][0]:.3f}, {b[str(k)]['ci95'][1]:.3f}]"  # noqa: E731
-            lines.append(f"| {dataset} | {variant} | {rows[variant]['seeds']} | " + " | ".join(
-                f"{cell(rows[variant]['max'], k)} / {cell(rows[variant]['served'], k)}" for k in ks) + " |")
+            rows[name] = {"seeds": len(hits[ks[0]]), "served": hit_block(hits), "_hits": hits}
+            if max_hits[ks[0]]:
+                rows[name]["max"] = hit_block(max_hits)
+        base = next((n for n in rows if n.startswith(f"{args.baseline} (")), None)
+        for name, row in rows.items():
+            if base and name != base:
+                row["paired"] = {str(k): paired(row["_hits"][k], rows[base]["_hits"][k], lambda h: h.astype(float))
+                                 for k in ks}
+        for row in rows.values():
+            del row["_hits"]
+        report["datasets"][dataset] = {"corpus": len(corpus.ids), "baseline": base, "rows": rows}
+        lines += [f"## {dataset}", "", "| model | seeds | " + " | ".join(
+            f"HR@{k} SPEC §6 | served HR@{k} | paired vs {args.baseline}" for k in ks) + " |",
+            "|---|---|" + "---|---|---|" * len(ks)]
+        for name, row in rows.items():
+            cells = []
+            for k in ks:
+                d = row.get("paired", {}).get(str(k))
+                cells += [_cell(row["max"], k) if "max" in row else "-", _cell(row["served"], k),
+                          f"{d['mean']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" if d else "-"]
+            lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + " |")
+        lines.append("")
     print("\n".join(lines))
     write_result(args.out, report)
+    if args.docs:
+        docs = pathlib.Path(args.docs)
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        docs.write_text("\n".join(lines) + "\n")
     return 0
 
 

@@ -81,16 +81,31 @@ def read_records(files: list[str], interleave: bool = False,
                             num_parallel_calls=num_parallel_reads, deterministic=True)
 
 
-def auto_shard_options(num_files: int, num_workers: int) -> tf.data.Options:
-    """tf.data options for `MultiWorkerMirroredStrategy`'s auto-sharding.
+def shards_by_file(num_files: int, num_workers: int, batch_size: int, num_replicas: int | None = None) -> bool:
+    """Whether `MultiWorkerMirroredStrategy` input is sharded by file.
 
-    With at least as many files as workers, each worker reads only its own
-    files (FILE); with fewer, every worker reads every file and keeps its
-    share of the batches (DATA), since a worker without a file has no data.
+    By file when every worker gets a file (`num_files >= num_workers`) and
+    every replica's share of a global batch has the same size
+    (`batch_size % num_replicas == 0`): then a worker takes exactly
+    `batch_size / num_workers` records of its own stream per step, which is
+    what lets a resumed worker skip exactly what it trained
+    (`build_dataset`'s `skip_batches`). Otherwise by data: every worker
+    reads every file and keeps its share of each global batch (a worker
+    without a file has no data; uneven shares would shift with the step).
+
+    Args:
+      num_replicas: replicas in sync over all workers; default one per worker.
     """
+    replicas = num_replicas or num_workers
+    return num_files >= num_workers and batch_size % replicas == 0
+
+
+def auto_shard_options(by_file: bool) -> tf.data.Options:
+    """tf.data options for `MultiWorkerMirroredStrategy`'s auto-sharding:
+    FILE (each worker reads only its own files) or DATA (`shards_by_file`)."""
     policy = tf.data.experimental.AutoShardPolicy
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = policy.FILE if num_files >= num_workers else policy.DATA
+    options.experimental_distribute.auto_shard_policy = policy.FILE if by_file else policy.DATA
     return options
 
 
@@ -203,7 +218,8 @@ def target_counts(pattern: str, time_range: tuple[int, int] | None = None) -> tu
 def build_dataset(pattern: str, batch_size: int, history_length: int, shuffle: bool = True,
                   seed: int = 0, repeat: bool = False, drop_remainder: bool = True,
                   time_range: tuple[int, int] | None = None, skip_batches: int = 0,
-                  num_parallel_reads: int | None = tf.data.AUTOTUNE, num_workers: int = 1) -> tf.data.Dataset:
+                  num_parallel_reads: int | None = tf.data.AUTOTUNE, num_workers: int = 1,
+                  num_replicas: int | None = None) -> tf.data.Dataset:
     """Batched, parsed, padded examples from `pattern` (local or any gfile URI).
 
     The order is a pure function of (files, shuffle, seed), whatever
@@ -216,10 +232,16 @@ def build_dataset(pattern: str, batch_size: int, history_length: int, shuffle: b
     Args:
       time_range: keep records with `lo <= target_timestamp < hi` (the
         validation carve).
-      skip_batches: drop this many batches from the start of the stream.
+      skip_batches: global batches already trained: dropped from the start
+        of the stream. Sharded by file, each worker drops its own share,
+        `skip_batches * batch_size / num_workers` records of its files (the
+        strategy splits each of its local batches over `num_workers` steps);
+        sharded by data, the strategy splits each global batch, so whole
+        batches are dropped before it.
       num_parallel_reads: files read at once with `shuffle` (1 = one at a time).
       num_workers: workers of a `MultiWorkerMirroredStrategy`; with >= 2 the
-        dataset carries the auto-shard policy (`auto_shard_options`).
+        dataset carries the auto-shard policy (`shards_by_file`).
+      num_replicas: replicas in sync over all workers (default one per worker).
 
     Raises:
       FileNotFoundError: the pattern matches no file.
@@ -232,12 +254,15 @@ def build_dataset(pattern: str, batch_size: int, history_length: int, shuffle: b
         ds = ds.shuffle(20_000, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
+    by_file = num_workers >= 2 and shards_by_file(len(files), num_workers, batch_size, num_replicas)
+    if skip_batches and by_file:
+        ds = ds.skip(skip_batches * (batch_size // num_workers))
     spec = features.example_feature_spec()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if skip_batches:
+    if skip_batches and not by_file:
         ds = ds.skip(skip_batches)
     ds = ds.map(lambda x: pad_history(tf.io.parse_example(x, spec), history_length),
                 num_parallel_calls=tf.data.AUTOTUNE)
     if num_workers >= 2:
-        ds = ds.with_options(auto_shard_options(len(files), num_workers))
+        ds = ds.with_options(auto_shard_options(by_file))
     return ds.prefetch(tf.data.AUTOTUNE)

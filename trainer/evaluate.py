@@ -58,10 +58,11 @@ def evaluate_model(model, cfg, data_dir: str, corpus: evaluation.Corpus, truth: 
                                       truth=truth, coverage_k=coverage_k, keep_candidates=keep_candidates)
 
 
-def served_hits(model, cfg, data_dir: str, corpus: evaluation.Corpus, ks, max_records: int = 0) -> dict:
+def served_hits(model, cfg, data_dir: str, corpus: evaluation.Corpus, ks, max_records: int = 0,
+                policy: str = "round_robin") -> dict:
     """K -> `[records]` bool: target among the K candidates the serving merge returns."""
     records = evaluation.iter_records(eval_pattern(data_dir), 256, cfg.data.history_length, limit=max_records)
-    return evaluation.served_hits(evaluation.ModelScorer(model, corpus), corpus, records, ks)
+    return evaluation.served_hits(evaluation.ModelScorer(model, corpus), corpus, records, ks, policy=policy)
 
 
 def overlap(implicit_model, cr_model, cr_cfg, data_dir, corpus, k: int, max_records: int = 0) -> float:

@@ -516,8 +516,10 @@ def _embedding_scores(emb: np.ndarray, items: np.ndarray, allowed_of: Callable |
     `allowed_of(lo, hi)` score -inf."""
     def scores(cols):
         out = np.einsum("bd,cd->bc", emb, items[cols])
-        if allowed_of is not None:
+        if allowed_of is not None and isinstance(cols, slice):
             out[~allowed_of(cols.start, cols.stop)] = NEG_INF
+        elif allowed_of is not None:  # the targets' own columns
+            out[~allowed_of(0, len(items))[:, cols]] = NEG_INF
         return out
 
     return scores
@@ -543,31 +545,80 @@ def explicit_candidates(scorer: "ModelScorer", corpus: Corpus, batch: dict, k: i
     return out
 
 
-def served_hits(scorer: "ModelScorer", corpus: Corpus, records: Iterator[dict],
-                ks=MOVIELENS_KS, chunk_size: int = CHUNK_SIZE) -> dict[int, np.ndarray]:
-    """Hits under the serving merge instead of SPEC §6's max scoring: each
-    user embedding retrieves from the corpus (history excluded, exact),
-    budgets of K candidates follow the model's importance
-    (`common.merging.budgets`) and the lists merge round-robin with
-    de-duplication; a record is a hit at K when its target is among the K
-    merged candidates. For a single-embedding model this equals HR@K.
+def served_hits(scorer: "ModelScorer | None", corpus: Corpus, records: Iterator[dict],
+                ks=MOVIELENS_KS, chunk_size: int = CHUNK_SIZE, policy: str = "round_robin",
+                floor: int | None = None, explicit: "ModelScorer | None" = None) -> dict[int, np.ndarray]:
+    """Hits under the serving merge instead of SPEC §6's max scoring, as the
+    retrieval service builds its answer (`serving/retrieval.py`): each user
+    embedding retrieves from the corpus (history excluded, exact); explicit
+    (CR) embeddings, one per followed topic (`explicit.conditions`, no
+    target information), retrieve only items carrying their topic (the
+    relevance post-filter); one apportionment of K over all of them, the
+    implicit embeddings weighted by importance scaled to average 1, the
+    explicit ones 1 each (`common.merging.budgets`); the lists merge under
+    `policy` (`round_robin`: the paper; `score`: by score above a `floor`
+    per embedding). A record is a hit at K when its target is among the K
+    merged candidates. For a single-embedding model alone this equals HR@K.
+
+    Args:
+      scorer: the implicit (or single-embedding) model; None = explicit only.
+      explicit: a CR model's scorer with `conditions`; None = implicit only.
 
     Returns: K -> `[records]` bool.
     """
-    from common.merging import budgets, round_robin
+    from common.merging import DEFAULT_FLOOR, budgets, merge
 
-    depth = 2 * max(ks)  # enough for any budget after skipping duplicates
+    if scorer is None and explicit is None:
+        raise ValueError("served_hits: no model (scorer and explicit are both None)")
+    floor = DEFAULT_FLOOR if floor is None else floor
+    depth = min(2 * max(ks), len(corpus.ids))  # enough for any budget after skipping duplicates
     hits: dict[int, list] = {k: [] for k in ks}
     for batch in records:
-        emb, mask, importance = scorer.embed(batch, with_importance=True)
         target = corpus.columns(batch[features.TARGET_ITEM_ID])
         history = corpus.columns(batch[features.HISTORY_ITEM_IDS])
-        lists = np.full(mask.shape + (min(depth, len(corpus.ids)),), -1)
-        for j in range(mask.shape[1]):
-            _, _, lists[:, j] = scan_corpus(_embedding_scores(emb[:, j], scorer.items), len(corpus.ids),
-                                            target, history, depth, chunk_size=chunk_size)
+        parts = []  # (lists [b, K, depth], scores, weight [b, K], mask [b, K])
+        if scorer is not None:
+            emb, mask, importance = scorer.embed(batch, with_importance=True)
+            importance = np.where(mask, np.maximum(importance, 0.0), 0.0)
+            total = importance.sum(axis=1, keepdims=True)
+            weight = np.where(total > 0, importance * mask.sum(axis=1, keepdims=True) / np.maximum(total, 1e-12),
+                              mask.astype(float))
+            parts.append(_served_lists(emb, mask, scorer.items, target, history, depth, chunk_size)
+                         + (weight, mask))
+        if explicit is not None:
+            emb, mask = explicit.embed(batch)
+            topics = explicit.conditions(batch)
+            allowed = [lambda lo, hi, t=topics[:, c]: corpus.topic_mask(t, lo, hi) for c in range(emb.shape[1])]
+            parts.append(_served_lists(emb, mask, explicit.items, target, history, depth, chunk_size, allowed)
+                         + (mask.astype(float), mask))
+        lists, scores, weight, mask = (np.concatenate(x, axis=1) for x in zip(*parts))
         for k in ks:
-            share = budgets(importance, mask, k)
-            hits[k].append(np.asarray([target[r] >= 0 and target[r] in round_robin(lists[r], share[r], k)
-                                       for r in range(len(target))]))
+            share = budgets(weight, mask, k)
+            hits[k].append(np.asarray([
+                target[r] >= 0 and target[r] in merge(policy, lists[r], scores[r], share[r], k, floor=floor)[0]
+                for r in range(len(target))]))
     return {k: np.concatenate(v) for k, v in hits.items()}
+
+
+def _served_lists(emb, mask, items, target, history, depth, chunk_size, allowed=None):
+    """Per-embedding top-`depth` corpus columns `[b, K, depth]` (history
+    excluded but for the target, as SPEC §6; -1 pads; masked embeddings list nothing) and their scores
+    (-inf pads); `allowed[j]`: embedding j's relevance filter."""
+    lists = np.full(mask.shape + (depth,), -1)
+    for j in range(mask.shape[1]):
+        allowed_of = allowed[j] if allowed is not None else None
+        _, _, lists[:, j] = scan_corpus(_embedding_scores(emb[:, j], items, allowed_of), len(items),
+                                        target, history, depth, chunk_size=chunk_size)
+        if allowed_of is not None:  # filtered-out items score -inf and may still fill a short list
+            lists[:, j] = np.where(_allowed_at(allowed_of, lists[:, j]), lists[:, j], -1)
+    lists[~mask] = -1
+    scores = np.einsum("bkd,bkld->bkl", emb, items[np.maximum(lists, 0)]).astype(np.float32)
+    return lists, np.where(lists >= 0, scores, -np.inf)
+
+
+def _allowed_at(allowed_of: Callable, cols: np.ndarray) -> np.ndarray:
+    """`allowed_of` read at `[b, n]` columns (-1 = not allowed)."""
+    whole = allowed_of(0, int(cols.max()) + 1) if cols.size and cols.max() >= 0 else None
+    if whole is None:
+        return np.zeros(cols.shape, bool)
+    return np.take_along_axis(whole, np.maximum(cols, 0), axis=1) & (cols >= 0)

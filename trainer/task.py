@@ -9,7 +9,9 @@ it reads. What it does:
    never read here.
 2. Trains with `Model.fit` under the strategy the cluster calls for
    (MultiWorkerMirroredStrategy for >= 2 workers), on a repeated stream whose
-   order is a pure function of the seed.
+   order is a pure function of the seed. With several workers each reads
+   only its own files when there are enough (`trainer/data.py`
+   `shards_by_file`), else every file and its share of each batch.
 3. Preemption: `BackupAndRestore` saves every `train.checkpoint_every_steps`
    steps; on restart the model, optimizer, frequency estimator and step
    counters come back from it (the training-time random draws are functions
@@ -158,11 +160,8 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
     steps = cfg.train.steps_per_epoch or max(1, split["train_records"] // batch)
     resume = resume_position(rt.checkpoint_dir, steps)
     data = build_dataset(pattern, batch, cfg.data.history_length, shuffle=True, seed=cfg.train.seed,
-                         repeat=True, time_range=split["train_range"], skip_batches=resume["batches_done"])
-    if rt.num_workers >= 2:
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        data = data.with_options(options)
+                         repeat=True, time_range=split["train_range"], skip_batches=resume["batches_done"],
+                         num_workers=rt.num_workers, num_replicas=strategy.num_replicas_in_sync)
     table = load_item_table(data_dir)
     with strategy.scope():
         model = build_model(cfg.model, table, cfg.train.seed)

@@ -296,3 +296,76 @@ def test_served_hits_follow_the_budgets():
     scorer = _Scorer(emb, np.ones((2, 2), bool), np.array([[3.0, 1.0]] * 2), items)
     served = evaluation.served_hits(scorer, corpus, iter([records]), ks=(4,))
     np.testing.assert_array_equal(served[4], [True, False])
+
+
+class _ExplicitScorer(_Scorer):
+    """Fixed CR embeddings, one per followed topic (`conditions`)."""
+
+    def __init__(self, emb, mask, topics, items):
+        super().__init__(emb, mask, None, items)
+        self.topics = topics
+
+    def embed(self, batch, with_importance=False):
+        rows = [int(u) for u in batch[features.USER_ID]]
+        return self.emb[rows], self.mask[rows]
+
+    def conditions(self, batch):
+        return self.topics[[int(u) for u in batch[features.USER_ID]]]
+
+
+def _reference_lists(emb, items, history, depth, allowed=None):
+    """Best-first corpus columns of one embedding: history (but the target)
+    dropped, only
+    `allowed` columns (the relevance filter), ties to the lower column."""
+    scores = items @ emb
+    cols = [c for c in np.lexsort((np.arange(len(items)), -scores)) if c not in history
+            and (allowed is None or allowed[c])]
+    return np.array((cols + [-1] * depth)[:depth]), np.array([scores[c] for c in cols[:depth]]
+                                                             + [-np.inf] * max(0, depth - len(cols)))
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "score"])
+def test_served_hits_merge_implicit_and_relevance_filtered_explicit_lists(policy):
+    """The implicit and explicit retrievers as the service merges them:
+    explicit lists hold only items carrying their topic, one apportionment
+    over all embeddings (implicit importance scaled to average 1, explicit 1
+    each), the policy's merge; checked against a per-record brute force."""
+    from common.merging import budgets, merge
+
+    rng = np.random.default_rng(5)
+    n, size, k = 40, 60, 12
+    topics = [frozenset({b"a"} if c % 3 == 0 else {b"b"} if c % 3 == 1 else set()) for c in range(size)]
+    ids = np.arange(size).astype(str).astype(object)
+    corpus = evaluation.Corpus(ids, {i.encode(): c for c, i in enumerate(ids)}, topics, np.ones(size))
+    records = _records(n, size, rng)
+    records[features.HISTORY_ITEM_IDS][:5, 0] = records[features.TARGET_ITEM_ID][:5]  # target in history
+    records = {key: np.array([v.encode() if isinstance(v, str) else v for v in col.reshape(-1)],
+                             object).reshape(col.shape) for key, col in records.items()}
+    items = rng.normal(size=(size, 8))
+    implicit = _Scorer(rng.normal(size=(n, 3, 8)), rng.random((n, 3)) < 0.8, rng.random((n, 3)), items)
+    implicit.mask[:, 0] = True
+    follows = np.array([[b"a", b"b"]] * n, object)
+    explicit = _ExplicitScorer(rng.normal(size=(n, 2, 8)), rng.random((n, 2)) < 0.7, follows, items)
+    got = evaluation.served_hits(implicit, corpus, iter([records]), ks=(k,), policy=policy, floor=2,
+                                 explicit=explicit)[k]
+    target = corpus.columns(records[features.TARGET_ITEM_ID])
+    history = corpus.columns(records[features.HISTORY_ITEM_IDS])
+    want, depth = [], 2 * k
+    for r in range(n):
+        seen = set(history[r]) - {target[r]}
+        parts = [_reference_lists(implicit.emb[r, j], items, seen, depth) for j in range(3)]
+        parts += [_reference_lists(explicit.emb[r, c], items, seen, depth,
+                                   [follows[r, c] in t for t in topics]) for c in range(2)]
+        lists = np.stack([p[0] for p in parts])
+        scores = np.stack([p[1] for p in parts])
+        mask = np.concatenate([implicit.mask[r], explicit.mask[r]])
+        lists[~mask] = -1
+        imp = np.where(implicit.mask[r], implicit.importance[r], 0)
+        weight = np.concatenate([imp * implicit.mask[r].sum() / imp.sum(), explicit.mask[r].astype(float)])
+        share = budgets(weight[None], mask[None], k)[0]
+        merged = merge(policy, lists, np.where(lists >= 0, scores, -np.inf), share, k, floor=2)[0]
+        want.append(target[r] in merged)
+        for c in range(2):  # explicit candidates always carry their topic
+            assert all(follows[r, c] in topics[x] for x in lists[3 + c] if x >= 0)
+    np.testing.assert_array_equal(got, want)
+    assert 0 < np.mean(want) < 1

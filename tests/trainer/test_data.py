@@ -75,12 +75,50 @@ def test_same_seed_same_batches_whatever_the_reader_count(shards):
     assert users(2, seed=4) != first
 
 
-@pytest.mark.parametrize("num_files, workers, policy", [
-    (4, 2, "FILE"), (2, 2, "FILE"), (1, 2, "DATA"), (3, 4, "DATA")])
-def test_auto_shard_policy_is_by_file_when_every_worker_gets_one(num_files, workers, policy):
-    options = data.auto_shard_options(num_files, workers)
-    want = getattr(tf.data.experimental.AutoShardPolicy, policy)
+@pytest.mark.parametrize("num_files, workers, batch, replicas, by_file", [
+    (4, 2, 8, None, True), (2, 2, 8, None, True), (1, 2, 8, None, False), (3, 4, 8, None, False),
+    (4, 2, 7, None, False), (4, 2, 6, 4, False), (4, 2, 8, 4, True)])
+def test_sharded_by_file_when_every_worker_gets_a_file_and_equal_shares(num_files, workers, batch, replicas,
+                                                                        by_file):
+    assert data.shards_by_file(num_files, workers, batch, replicas) == by_file
+    options = data.auto_shard_options(by_file)
+    want = tf.data.experimental.AutoShardPolicy.FILE if by_file else tf.data.experimental.AutoShardPolicy.DATA
     assert options.experimental_distribute.auto_shard_policy == want
+
+
+def _worker_steps(pattern: str, batch: int, workers: int, per_worker: int, index: int, skip: int,
+                  steps: int) -> list[list[str]]:
+    """The users of each of worker `index`'s first `steps` steps, through the
+    rebatch and auto-shard rewrite `MultiWorkerMirroredStrategy` applies to
+    a dataset on that worker (tensorflow/python/distribute/input_lib.py)."""
+    from tensorflow.python.data.experimental.ops import distribute
+    from tensorflow.python.distribute import input_ops
+
+    replicas = workers * per_worker
+    ds = data.build_dataset(pattern, batch, 3, seed=5, repeat=True, skip_batches=skip, num_workers=workers,
+                            num_replicas=replicas)
+    ds = ds.rebatch(distribute.batch_sizes_for_worker(batch, workers, per_worker, index))
+    ds = input_ops.auto_shard_dataset(ds, workers, index, replicas)
+    replica_batches = iter(ds)
+    return [[u.decode() for _ in range(per_worker) for u in next(replica_batches)[features.USER_ID].numpy()]
+            for _ in range(steps)]
+
+
+@pytest.mark.parametrize("batch, per_worker", [(8, 1), (8, 2), (7, 1)])
+def test_resumed_workers_skip_exactly_the_steps_trained(shards, batch, per_worker):
+    """A job resumed after 3 steps sees, on every worker, the very batches
+    steps 3.. of the uninterrupted job saw. Sharded by file (batch 8) a
+    worker's local batch lasts 2 steps, so skipping 3 whole batches there
+    would skip 6 steps; batch 7 cannot split evenly, so it is by data."""
+    pattern = shards[0].replace("00000-of", "*-of")
+    streams = []
+    for index in range(2):
+        uninterrupted = _worker_steps(pattern, batch, 2, per_worker, index, 0, 8)
+        assert _worker_steps(pattern, batch, 2, per_worker, index, 3, 5) == uninterrupted[3:]
+        streams.append(uninterrupted)
+    if batch % (2 * per_worker) == 0:  # by file: the workers' records are disjoint
+        assert not set(sum(streams[0], [])) & set(sum(streams[1], []))
+    assert all(len(a) + len(b) == batch for a, b in zip(*streams))
 
 
 def test_each_worker_reads_only_its_files(shards):
