@@ -242,8 +242,13 @@ def _write_vocab(path: str, counts: Iterable[tuple[str, int]]) -> int:
     return len(ranked)
 
 
-def _write_tables(items, output_dir: str, counts: dict) -> dict:
-    """Writes vocabularies, counts and the corpus from all items + train counts."""
+def _write_tables(items, output_dir: str, counts: dict, max_item_topics: int) -> dict:
+    """Writes vocabularies, counts and the corpus from all items + train counts.
+
+    Also counts the items with more distinct topics than `max_item_topics`
+    (`model.max_item_topics`): the model's item table keeps their rarest
+    (`trainer.item_table.keep_rarest_topics`); the files keep them all.
+    """
     join = functools.partial(FileSystems.join, output_dir)
     rows = [(item, counts.get(item.item_id, 0)) for item in items]
     topic_counts: collections.Counter = collections.Counter()
@@ -265,6 +270,8 @@ def _write_tables(items, output_dir: str, counts: dict) -> dict:
     write_text(join(features.CORPUS), "".join(f"{i}\n" for i, _ in counted))
     stats["corpus_items"] = len(counted)
     stats["items_with_invalid_features"] = sum(not i.features_valid for i, _ in rows)
+    stats["max_item_topics"] = max_item_topics
+    stats["items_topics_truncated"] = sum(len(set(i.topics)) > max_item_topics for i, _ in rows)
     dims = {len(i.content) for i, _ in rows}
     stats["content_dim"] = max(dims) if dims else 0
     stats["categorical_columns"] = sorted({n for i, _ in rows for n, _ in i.categorical})
@@ -489,7 +496,7 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
     tables = (
         items.items
         | "AllItems" >> beam.combiners.ToList()
-        | "WriteTables" >> beam.Map(_write_tables, output_dir, train_counts)
+        | "WriteTables" >> beam.Map(_write_tables, output_dir, train_counts, cfg.model.max_item_topics)
     )
     # Per-stage dead letters and stats meet only as side inputs of the
     # manifest writer: no Flatten anywhere (see ShardUserRecords).

@@ -238,8 +238,12 @@ class ModelConfig:
         (logQ correction).
       frequency_alpha: its moving-average rate for the gap between
         occurrences.
-      max_item_topics: topics kept per item (checked, not read by any stage
-        yet).
+      max_item_topics: topics per item in the model's item features. An
+        item with more distinct topics keeps its rarest: those the fewest
+        items of the prepared item table carry, ties by the item's own
+        order (`trainer.item_table.keep_rarest_topics`); the prepared files
+        keep them all, and the manifest counts the items cut
+        (`tables.items_topics_truncated`) as training.json does.
       dhen: the DHEN feature crossing.
     """
 

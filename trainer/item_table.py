@@ -5,6 +5,7 @@ The trainer reads the *artifacts* of `beam/` (files), never its code.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 
@@ -28,6 +29,8 @@ class ItemTable:
       categorical_columns: column names; `categorical_sizes` their vocab sizes.
       vocab_files: `{"items": path, "topics": path}` the vocabularies were
         read from (empty for tables built in memory).
+      topics_truncated: items that had more distinct topics than the `T`
+        columns hold (`keep_rarest_topics`).
     """
 
     ids: list[str]
@@ -40,6 +43,7 @@ class ItemTable:
     categorical_columns: list[str]
     categorical_sizes: list[int]
     vocab_files: dict = dataclasses.field(default_factory=dict)
+    topics_truncated: int = 0
 
     @property
     def num_categorical_values(self) -> int:
@@ -56,8 +60,43 @@ def _lines(path: str) -> list[str]:
         return [line.rstrip("\n") for line in handle if line.strip()]
 
 
+def keep_rarest_topics(item_topics: list[list[int]], max_topics: int) -> tuple[list[list[int]], int]:
+    """At most `max_topics` distinct topics per item, the most informative kept.
+
+    The rule: an item's topics are deduplicated (first occurrence kept);
+    when more than `max_topics` remain, the rarest are kept, rarity being
+    the number of items (of all `item_topics`) that carry the topic, ties
+    by the item's own order; the kept topics stay in that order. Why
+    rarest: a topic half the catalogue carries says little about an item,
+    one that a handful of items carry says much (the IDF argument); file
+    order would keep whatever the source happened to list first.
+
+    Args:
+      item_topics: per item, its topic ids in source order.
+      max_topics: topics kept per item (`model.max_item_topics`).
+
+    Returns:
+      `(kept topics per item, number of items that lost topics)`.
+    """
+    distinct = [list(dict.fromkeys(ts)) for ts in item_topics]
+    carried_by = collections.Counter(t for ts in distinct for t in ts)
+    kept, truncated = [], 0
+    for ts in distinct:
+        if len(ts) > max_topics:
+            truncated += 1
+            rarest = set(sorted(range(len(ts)), key=lambda i, ts=ts: (carried_by[ts[i]], i))[:max_topics])
+            ts = [t for i, t in enumerate(ts) if i in rarest]
+        kept.append(ts)
+    return kept, truncated
+
+
 def load_item_table(prepared_dir: str, max_topics: int = 3) -> ItemTable:
-    """Reads `items/items-*.tfrecord` and the vocabularies under `prepared_dir`."""
+    """Reads `items/items-*.tfrecord` and the vocabularies under `prepared_dir`.
+
+    Args:
+      max_topics: topic columns (`model.max_item_topics` for a model's
+        table); items with more keep their rarest (`keep_rarest_topics`).
+    """
     import tensorflow as tf
 
     from trainer.data import ragged_rows
@@ -82,6 +121,7 @@ def load_item_table(prepared_dir: str, max_topics: int = 3) -> ItemTable:
     cat_ids = np.zeros((n, len(columns)), np.int32)
     valid = np.zeros(n, np.int32)
     counts = np.zeros(n, np.int64)
+    topic_rows, source_topics = [], []
     spec = features.item_feature_spec(content_dim, columns)
     files = tf.io.gfile.glob(join(f"{features.ITEM_TABLE}-*{features.TFRECORD_SUFFIX}"))
     for batch in tf.data.TFRecordDataset(sorted(files)).batch(4096).map(
@@ -94,12 +134,16 @@ def load_item_table(prepared_dir: str, max_topics: int = 3) -> ItemTable:
         for j, r in enumerate(rows):
             if content_dim and len(vectors[j]):
                 content[r] = vectors[j]
-            ts = [topic_index[t.decode()] for t in item_topics[j][:max_topics]]
-            topic_ids[r, : len(ts)] = ts
+            topic_rows.append(r)
+            source_topics.append([topic_index[t.decode()] for t in item_topics[j]])
         for c, name in enumerate(columns):
             values = batch[features.categorical_key(name)].numpy()
             cat_ids[rows, c] = [cat_index[c].get(v.decode(), 0) for v in values]
         valid[rows] = batch[features.ITEM_FEATURES_VALID].numpy()
         counts[rows] = batch[features.ITEM_TRAIN_COUNT].numpy()
+    kept, truncated = keep_rarest_topics(source_topics, max_topics)
+    for r, ts in zip(topic_rows, kept):
+        topic_ids[r, : len(ts)] = ts
     vocab_files = {"items": join(features.VOCAB_ITEMS), "topics": join(features.VOCAB_TOPICS)}
-    return ItemTable(ids, content, topic_ids, cat_ids, valid, counts, topics, columns, sizes, vocab_files)
+    return ItemTable(ids, content, topic_ids, cat_ids, valid, counts, topics, columns, sizes, vocab_files,
+                     truncated)

@@ -178,11 +178,11 @@ def load_trained(model_dir: str, data_dir: str | None = None, asset_vocabularies
     if has_artifacts(model_dir):
         if data_dir:
             check_vocabulary(model_dir, data_dir)
-        table = load_item_table(artifacts_dir(model_dir))
+        table = load_item_table(artifacts_dir(model_dir), cfg.model.max_item_topics)
         batch = sample_records(model_dir, cfg, 2)
     else:
         data_dir = data_dir or summary["data_dir"]
-        table, batch = load_item_table(data_dir), sample_batch(data_dir, cfg)
+        table, batch = load_item_table(data_dir, cfg.model.max_item_topics), sample_batch(data_dir, cfg)
     model = build_model(cfg.model, table, cfg.train.seed, asset_vocabularies)
     create_variables(model, batch)
     status = tf.train.Checkpoint(model=model).read(_join(model_dir, CHECKPOINT))

@@ -162,7 +162,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
     data = build_dataset(pattern, batch, cfg.data.history_length, shuffle=True, seed=cfg.train.seed,
                          repeat=True, time_range=split["train_range"], skip_batches=resume["batches_done"],
                          num_workers=rt.num_workers, num_replicas=strategy.num_replicas_in_sync)
-    table = load_item_table(data_dir)
+    table = load_item_table(data_dir, cfg.model.max_item_topics)
     with strategy.scope():
         model = build_model(cfg.model, table, cfg.train.seed)
         model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
@@ -205,6 +205,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
         "config": cfg.name, "kind": cfg.model.kind, "data_dir": data_dir,
         "records": {"train": split["train_records"], "validation": split["validation_records"]},
         "validation_cutoff": split["cutoff"], "steps_per_epoch": steps,
+        "items_topics_truncated": table.topics_truncated,
         "epochs_run_this_process": len(next(iter(history.history.values()), [])),
         "history_first_epoch": first_epoch,
         "optimizer_steps": int(model.optimizer.iterations.numpy()),

@@ -160,6 +160,21 @@ def test_examples_split_history_and_validity(generic_input):
     assert manifest["tables"]["items_with_invalid_features"] == 1
 
 
+def test_manifest_counts_items_whose_topics_the_model_truncates(tmp_path, generic_overrides):
+    from trainer.item_table import load_item_table
+
+    cfg = load_config(None, [*generic_overrides, "model.max_item_topics=1"])
+    out = tmp_path / "out"
+    with TestPipeline() as p:
+        prepare.build_pipeline(p, cfg, str(out))
+    tables = json.loads((out / "manifest.json").read_text())["tables"]
+    # a (t1|t2) is the only kept item with two topics.
+    assert tables["max_item_topics"] == 1 and tables["items_topics_truncated"] == 1
+    table = load_item_table(str(out), max_topics=1)
+    # t1 is carried by a alone, t2 by a and b: a keeps t1.
+    assert table.item_topics(table.ids.index("a") + 1) == ["t1"] and table.topics_truncated == 1
+
+
 def test_history_validity_marks_missing_features_and_negative_actions(generic_input):
     cfg, raw, out = generic_input
     cfg.data.split.timestamp = 1000  # everything is training
