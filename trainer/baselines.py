@@ -38,6 +38,7 @@ import numpy as np
 
 from trainer import features
 from trainer.evaluation import Corpus, evaluate_scorer, iter_records
+from trainer.validation import validation_records
 
 
 def training_sequences(pattern: str, history_length: int = 50,
@@ -265,19 +266,20 @@ def select_ease_l2(corpus: Corpus, sequences, records: Callable[[], Iterator[dic
 
 
 def tune_ease(corpus: Corpus, pattern: str, split: dict, history_length: int = 50, k: int = 50,
-              grid=EASE_GRID, max_records: int = 5000,
-              max_items: int = EASE_MAX_ITEMS) -> tuple[float, list[dict]]:
+              grid=EASE_GRID, max_records: int = 5000, max_items: int = EASE_MAX_ITEMS,
+              seed: int = 0) -> tuple[float, list[dict]]:
     """λ on the validation carve (`trainer.task.validation_split`), as
     `tune_als`: fit on the training sequences before the cutoff, HR@k on
-    the training records after it; the eval split is never read.
+    the training records after it (all of them, or a `seed`ed sample of
+    `max_records` when the carve holds more: `trainer.validation`); the
+    eval split is never read.
 
     Returns: the best λ and every trial's result (`val_hr_at_{k}`).
     """
     sequences = training_sequences(pattern, history_length, split["train_range"])
     best, trials = select_ease_l2(
         corpus, sequences,
-        lambda: iter_records(pattern, 512, history_length, time_range=split["validation_range"],
-                             limit=max_records),
+        lambda: validation_records(pattern, split, max_records, seed, 512, history_length),
         k=k, grid=grid, max_items=max_items)
     return best, [{"l2": t["l2"], f"val_hr_at_{k}": t[f"hr_at_{k}"]} for t in trials]
 
@@ -285,7 +287,8 @@ def tune_ease(corpus: Corpus, pattern: str, split: dict, history_length: int = 5
 def tune_als(corpus: Corpus, pattern: str, split: dict, history_length: int = 50, k: int = 50,
              grid: dict = ALS_GRID, seed: int = 0, max_records: int = 5000) -> tuple[dict, list[dict]]:
     """Grid search on the validation carve (`trainer.task.validation_split`):
-    fit on training sequences before the cutoff, HR@k on the records after.
+    fit on training sequences before the cutoff, HR@k on the records after
+    (all, or a `seed`ed sample of `max_records`: `trainer.validation`).
 
     Returns: the best parameters and every trial's result.
     """
@@ -294,8 +297,7 @@ def tune_als(corpus: Corpus, pattern: str, split: dict, history_length: int = 50
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values))
         model = ALS(corpus, sequences, seed=seed, **params)
-        records = iter_records(pattern, 512, history_length, time_range=split["validation_range"],
-                               limit=max_records)
+        records = validation_records(pattern, split, max_records, seed, 512, history_length)
         ranks = evaluate_scorer(model, corpus, records, coverage_k=1).ranks
         trials.append({**params, f"val_hr_at_{k}": float((ranks <= k).mean())})
     best = max(trials, key=lambda t: t[f"val_hr_at_{k}"])

@@ -230,6 +230,13 @@ class ModelConfig:
         recent item); `[]` = the condition alone. Picked on ml-100k's
         validation carve (seed 0, best val HR@50: [] 0.394, [latest] 0.431,
         [pooled, latest] 0.440).
+      sequence_layers: Transformer layers of a sequence encoder over the
+        valid history items (recency embedded, attention over the items,
+        read at the most recent one) whose summary joins the shared user
+        fields of every kind (single, implicit and CR); 0 = none (the
+        history enters as `pooled` and `latest` only).
+      sequence_length: recency positions the sequence encoder embeds (older
+        items share the last one).
       gumbel_temperature: temperature of the `gumbel` association.
       attention_dim: `sa`: hidden width of the self-attention.
       pfs_concepts: `pfs`: number of offline k-means item concepts.
@@ -265,6 +272,8 @@ class ModelConfig:
     global_interest: bool = False
     first_centroid: str = "random"
     implicit_fields: list[str] = dataclasses.field(default_factory=lambda: ["pooled", "latest"])
+    sequence_layers: int = 0
+    sequence_length: int = 50
     gumbel_temperature: float = 1.0
     attention_dim: int = 32
     pfs_concepts: int = 32
@@ -289,6 +298,10 @@ class TrainConfig:
         The eval split is never read by the training job.
       validation_k: K of the monitored validation HR@K.
       validation_max_records: cap on validation records scored per epoch.
+        A carve with more is sampled: a uniform random sample of this many
+        records seeded by `train.seed`, the same every epoch
+        (`trainer/validation.py`; training.json's `validation_set` says
+        which records score).
       early_stopping_patience: epochs without a better validation HR@K.
       checkpoint_every_steps: BackupAndRestore save frequency (steps).
       log_every_steps: TensorBoard scalar frequency (steps).
@@ -489,6 +502,8 @@ _RANGES: dict[str, tuple] = {
     "model.summarizer_hidden": _at_least(1),
     "model.item_dim": _at_least(1),
     "model.num_interests": _at_least(1),
+    "model.sequence_layers": _at_least(0),
+    "model.sequence_length": _at_least(1),
     "model.num_explicit": _at_least(1),
     "model.routing_iterations": _at_least(1),
     "model.gumbel_temperature": _POSITIVE,

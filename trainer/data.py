@@ -100,6 +100,21 @@ def shards_by_file(num_files: int, num_workers: int, batch_size: int, num_replic
     return num_files >= num_workers and batch_size % replicas == 0
 
 
+def keep_positions(ds: tf.data.Dataset, positions: np.ndarray) -> tf.data.Dataset:
+    """The elements of `ds` at `positions` (sorted, 0-based), in their order.
+
+    One boolean looked up per element, no parse: the records between the
+    kept ones cost a read only.
+    """
+    positions = np.asarray(positions, np.int64)
+    if not len(positions):
+        return ds.take(0)
+    mask = np.zeros(int(positions[-1]) + 1, bool)
+    mask[positions] = True
+    keep = tf.constant(mask)
+    return ds.take(len(mask)).enumerate().filter(lambda i, _: keep[i]).map(lambda _, record: record)
+
+
 def auto_shard_options(by_file: bool) -> tf.data.Options:
     """tf.data options for `MultiWorkerMirroredStrategy`'s auto-sharding:
     FILE (each worker reads only its own files) or DATA (`shards_by_file`)."""
@@ -219,7 +234,7 @@ def build_dataset(pattern: str, batch_size: int, history_length: int, shuffle: b
                   seed: int = 0, repeat: bool = False, drop_remainder: bool = True,
                   time_range: tuple[int, int] | None = None, skip_batches: int = 0,
                   num_parallel_reads: int | None = tf.data.AUTOTUNE, num_workers: int = 1,
-                  num_replicas: int | None = None) -> tf.data.Dataset:
+                  num_replicas: int | None = None, positions: np.ndarray | None = None) -> tf.data.Dataset:
     """Batched, parsed, padded examples from `pattern` (local or any gfile URI).
 
     The order is a pure function of (files, shuffle, seed), whatever
@@ -232,6 +247,8 @@ def build_dataset(pattern: str, batch_size: int, history_length: int, shuffle: b
     Args:
       time_range: keep records with `lo <= target_timestamp < hi` (the
         validation carve).
+      positions: keep only the records at these sorted positions of the
+        (time-filtered) stream (`keep_positions`; a sampled validation set).
       skip_batches: global batches already trained: dropped from the start
         of the stream. Sharded by file, each worker drops its own share,
         `skip_batches * batch_size / num_workers` records of its files (the
@@ -250,6 +267,8 @@ def build_dataset(pattern: str, batch_size: int, history_length: int, shuffle: b
     ds = read_records(files, interleave=shuffle, num_parallel_reads=num_parallel_reads)
     if time_range is not None:
         ds = filter_time_range(ds, time_range)
+    if positions is not None:
+        ds = keep_positions(ds, positions)
     if shuffle:
         ds = ds.shuffle(20_000, seed=seed, reshuffle_each_iteration=True)
     if repeat:

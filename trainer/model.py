@@ -27,6 +27,7 @@ from trainer.layers.interest_tokens import InterestTokens
 from trainer.layers.item_feature_store import ItemFeatureStore
 from trainer.layers.item_summarizer import ItemSummarizer
 from trainer.layers.self_attentive import SelfAttentiveInterests
+from trainer.layers.sequence_encoder import SequenceEncoder
 from trainer.layers.step_seed import step_seed
 from trainer.layers.subsequence_concepts import SubsequenceConcepts
 
@@ -77,6 +78,9 @@ class MultiEmbeddingModel(tfrs.Model):
         self.global_token = None
         if cfg.global_interest and self.kind in IMPLICIT_KINDS:
             self.global_token = keras.layers.Embedding(1, cfg.item_dim, name="global_token")
+        self.sequence = None
+        if cfg.sequence_layers:
+            self.sequence = SequenceEncoder(cfg.sequence_length, cfg.sequence_layers, name="sequence")
         self.dhen = DHEN(**vars(cfg.dhen), name="dhen")
         self.user_head = keras.layers.Dense(cfg.embedding_dim, name="user_head")
         # `max` scores with every embedding; the layer then only names the
@@ -161,19 +165,27 @@ class MultiEmbeddingModel(tfrs.Model):
         pooled = tf.reduce_sum(items * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
         last = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1) - 1, 0)
         latest = tf.gather(items, last, batch_dims=1) * tf.cast(tf.reduce_any(mask, axis=1), items.dtype)[:, None]
-        return {"items": items, "valid": valid, "mask": mask, "index": feats["index"],
-                "pooled": pooled, "latest": latest}
+        out = {"items": items, "valid": valid, "mask": mask, "index": feats["index"],
+               "pooled": pooled, "latest": latest}
+        if self.sequence is not None:
+            out["sequence"] = self.sequence({"items": items, "valid": valid})
+        return out
 
-    def _cross(self, condition: tf.Tensor | None, pooled: tf.Tensor, latest: tf.Tensor) -> tf.Tensor:
-        """DHEN over fields for `[B, K, *]` conditions -> `[B, K, d]` unit vectors."""
+    def _cross(self, condition: tf.Tensor | None, hist: dict) -> tf.Tensor:
+        """DHEN over fields for `[B, K, *]` conditions -> `[B, K, d]` unit vectors.
+
+        `hist`: the shared user fields (`_history`): `pooled`, `latest` and,
+        with `sequence_layers`, `sequence`."""
+        pooled, latest = hist["pooled"], hist["latest"]
+        extra = [hist["sequence"]] if "sequence" in hist else []
         if condition is None:
-            out = self.user_head(self.dhen([pooled, latest]))
+            out = self.user_head(self.dhen([pooled, latest] + extra))
             return tf.math.l2_normalize(out, axis=-1)[:, None, :]
         k = tf.shape(condition)[1]
         flat_cond = tf.reshape(condition, [-1, condition.shape[-1]])
         rep = lambda x: tf.reshape(tf.repeat(x[:, None, :], k, axis=1), [-1, x.shape[-1]])  # noqa: E731
         if self.kind == "cr":
-            fields = [flat_cond, rep(pooled), rep(latest)]
+            fields = [flat_cond, rep(pooled), rep(latest)] + [rep(x) for x in extra]
         else:
             # Squashed capsules are short (|c| ~ |v|^2 for small v), which
             # lets the crossing's biases dominate; the direction is the
@@ -181,7 +193,7 @@ class MultiEmbeddingModel(tfrs.Model):
             # fields (`implicit_fields`) are the same for all K conditions.
             shared = {"pooled": pooled, "latest": latest}
             fields = [tf.math.l2_normalize(flat_cond, axis=-1)]
-            fields += [rep(shared[name]) for name in self.cfg.implicit_fields]
+            fields += [rep(shared[name]) for name in self.cfg.implicit_fields] + [rep(x) for x in extra]
         out = tf.math.l2_normalize(self.user_head(self.dhen(fields)), axis=-1)
         return tf.reshape(out, [tf.shape(condition)[0], k, out.shape[-1]])
 
@@ -205,13 +217,13 @@ class MultiEmbeddingModel(tfrs.Model):
         hist = self._history(inputs)
         batch = tf.shape(hist["pooled"])[0]
         if self.kind == "single":
-            emb = self._cross(None, hist["pooled"], hist["latest"])
+            emb = self._cross(None, hist)
             return {"embeddings": emb, "importance": tf.ones([batch, 1]),
                     "mask": tf.ones([batch, 1], tf.bool)}, None
         if self.kind == "cr":
             topics = conditions if conditions is not None else inputs[features.CONDITION_TOPIC][:, None]
             cond = self.condition_embedding(self.topic_lookup(topics))
-            emb = self._cross(cond, hist["pooled"], hist["latest"])
+            emb = self._cross(cond, hist)
             mask = tf.not_equal(topics, "")
             return {"embeddings": emb, "importance": tf.cast(mask, tf.float32), "mask": mask}, None
         module_inputs = {"items": hist["items"], "valid": hist["valid"], "mask": hist["mask"],
@@ -233,9 +245,9 @@ class MultiEmbeddingModel(tfrs.Model):
             none = tf.logical_not(tf.reduce_any(mask, axis=1, keepdims=True))
             first = tf.one_hot(0, tf.shape(mask)[1], on_value=True, off_value=False, dtype=tf.bool)
             mask = tf.logical_or(mask, tf.logical_and(none, first[None, :]))
-        emb = self._cross(capsules, hist["pooled"], hist["latest"])
+        emb = self._cross(capsules, hist)
         return {"embeddings": emb, "importance": importance, "mask": mask}, (
-            capsules, hist["pooled"], hist["latest"])
+            capsules, hist)
 
     def _select(self, user: dict, cross_inputs, target: tf.Tensor, training, seed=None):
         """The associated embedding `[B, d]` that the loss trains (eq. 8) and
@@ -262,9 +274,9 @@ class MultiEmbeddingModel(tfrs.Model):
             return chosen["selected"], chosen["index"]
         inputs["embeddings"] = tf.stop_gradient(user["embeddings"])
         index = self.association(inputs, training=training)["index"]
-        conditions, pooled, latest = cross_inputs
+        conditions, hist = cross_inputs
         chosen = tf.gather(conditions, index, batch_dims=1)[:, None, :]
-        return self._cross(chosen, pooled, latest)[:, 0, :], index
+        return self._cross(chosen, hist)[:, 0, :], index
 
     # -- training --------------------------------------------------------------
     def _step_seed(self, training):

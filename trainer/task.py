@@ -5,8 +5,10 @@ TFJob (specs under `deploy/`); see `trainer/runtime.py` for the environment
 it reads. What it does:
 
 1. Carves a validation split from the *training* records: the last
-   `train.validation_fraction` of them by target time. The eval split is
-   never read here.
+   `train.validation_fraction` of them by target time, all scored, or a
+   seeded random sample of `train.validation_max_records` of them when the
+   carve holds more (`trainer/validation.py`; training.json's
+   `validation_set` says which). The eval split is never read here.
 2. Trains with `Model.fit` under the strategy the cluster calls for
    (MultiWorkerMirroredStrategy for >= 2 workers), on a repeated stream whose
    order is a pure function of the seed. With several workers each reads
@@ -43,35 +45,7 @@ import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
 from trainer import runtime
 from trainer.config import MerConfig, config_flags, config_to_dict, load_config
 from trainer.model_io import train_pattern
-
-
-def validation_split(timestamps, fraction: float) -> dict:
-    """Time ranges of the training and validation records.
-
-    The cutoff is `numpy.quantile(timestamps, 1 - fraction)`; records at or
-    after it validate. Returns counts and `[lo, hi)` ranges.
-
-    Raises:
-      ValueError: the fraction leaves no training or no validation record.
-    """
-    import numpy as np
-
-    if not len(timestamps):
-        raise ValueError("training data: no records")
-    lo, hi = int(timestamps.min()), int(timestamps.max()) + 1
-    if fraction <= 0:
-        return {"train_range": None, "validation_range": None, "train_records": int(len(timestamps)),
-                "validation_records": 0, "cutoff": None}
-    if not 0 < fraction < 1:
-        raise ValueError(f"train.validation_fraction={fraction}: expected 0 <= value < 1")
-    cutoff = int(np.ceil(np.quantile(timestamps, 1 - fraction)))
-    n_val = int((timestamps >= cutoff).sum())
-    n_train = int(len(timestamps) - n_val)
-    if not n_val or not n_train:
-        raise ValueError(f"train.validation_fraction={fraction} leaves {n_train} training and {n_val} "
-                         f"validation records out of {len(timestamps)}; pick another fraction or 0")
-    return {"train_range": (lo, cutoff), "validation_range": (cutoff, hi), "train_records": n_train,
-            "validation_records": n_val, "cutoff": cutoff}
+from trainer.validation import validation_records, validation_set, validation_split
 
 
 def resume_position(checkpoint_dir: str, steps_per_epoch: int) -> dict:
@@ -108,7 +82,7 @@ def weights_digest(model) -> str:
 
 
 def _validation_callback(model, corpus, data_dir, cfg, split, rt: runtime.Runtime):
-    from trainer.evaluation import ModelScorer, evaluate_scorer, iter_records
+    from trainer.evaluation import ModelScorer, evaluate_scorer
     from trainer.layers._keras import keras
 
     k = cfg.train.validation_k
@@ -126,9 +100,8 @@ def _validation_callback(model, corpus, data_dir, cfg, split, rt: runtime.Runtim
                 self.scorer = ModelScorer(model, corpus)
             self.scorer.refresh()
             scorer = self.scorer
-            records = iter_records(train_pattern(data_dir, cfg), 256, cfg.data.history_length,
-                                   time_range=split["validation_range"],
-                                   limit=cfg.train.validation_max_records)
+            records = validation_records(train_pattern(data_dir, cfg), split, cfg.train.validation_max_records,
+                                         cfg.train.seed, 256, cfg.data.history_length)
             ranks = evaluate_scorer(scorer, corpus, records, coverage_k=1).ranks
             value = float((ranks <= k).mean())
             if logs is not None:
@@ -205,6 +178,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
         "config": cfg.name, "kind": cfg.model.kind, "data_dir": data_dir,
         "records": {"train": split["train_records"], "validation": split["validation_records"]},
         "validation_cutoff": split["cutoff"], "steps_per_epoch": steps,
+        "validation_set": validation_set(split, cfg.train.validation_max_records, cfg.train.seed),
         "items_topics_truncated": table.topics_truncated,
         "epochs_run_this_process": len(next(iter(history.history.values()), [])),
         "history_first_epoch": first_epoch,

@@ -166,7 +166,7 @@ def test_ease_l2_is_picked_on_the_validation_carve_never_on_eval(tmp_path):
     train = _write_records(tmp_path / "train.tfrecord", train_rows)
     eval_ = _write_records(tmp_path / "eval.tfrecord",
                            [(f"v{h}", [f"i{h}"], f"i{top[500.0][h]}", 250) for h in probes])
-    split = {"train_range": (0, 100), "validation_range": (100, 200)}
+    split = {"train_range": (0, 100), "validation_range": (100, 200), "validation_records": len(probes)}
 
     best, trials = baselines.tune_ease(corpus, train, split, k=1, grid=grid)
     assert best == 0.5

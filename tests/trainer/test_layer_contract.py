@@ -20,6 +20,7 @@ from trainer.layers.item_summarizer import ItemSummarizer
 from trainer.layers.mlp import MLP
 from trainer.layers.parallel_masknet import ParallelMaskNet
 from trainer.layers.self_attentive import SelfAttentiveInterests
+from trainer.layers.sequence_encoder import SequenceEncoder
 from trainer.layers.subsequence_concepts import SubsequenceConcepts
 from trainer.layers.transformer_encoder import TransformerEncoder
 
@@ -68,6 +69,7 @@ CASES = {
     "frequency": (_estimator, np.array(["a", "b", "zz"])),
     "mlp": (lambda: MLP([7], 4), rng.normal(size=(B, D)).astype(np.float32)),
     "masknet": (lambda: ParallelMaskNet(2, 6, 0.5, 4), rng.normal(size=(B, D)).astype(np.float32)),
+    "sequence_encoder": (lambda: SequenceEncoder(4, 1, 2, 16), {"items": ITEMS, "valid": VALID}),
     "transformer": (lambda: TransformerEncoder(2, 2, 16), rng.normal(size=(B, 3, D)).astype(np.float32)),
     "dhen": (lambda: DHEN(8, 1, 2, 16, 16, 2, 8, 0.5, 16, 5),
              [rng.normal(size=(B, 3)).astype(np.float32), rng.normal(size=(B, 7)).astype(np.float32)]),

@@ -193,3 +193,22 @@ def test_effective_interests_counts_used_slots():
     assert float(effective_interests(tf.constant([0, 1, 2, 3]), 4)) == pytest.approx(4.0)
     # p = (1/2, 1/4, 1/4): exp(H) = 2^(3/2)
     assert float(effective_interests(tf.constant([0, 0, 1, 3]), 4)) == pytest.approx(2 ** 1.5, rel=1e-5)
+
+
+def test_sequence_encoder_reads_valid_items_in_order():
+    """Padding and invalid items do not change the summary; the order of the
+    valid items does (recency); no valid item gives zeros."""
+    from trainer.layers.sequence_encoder import SequenceEncoder
+
+    layer = SequenceEncoder(max_length=8, num_layers=1, num_heads=2, ff_dim=16)
+    items = rng.normal(size=(3, 6, 4)).astype(np.float32)
+    valid = np.array([[1, 1, 0, 1, 1, 0], [1, 1, 0, 1, 1, 0], [0] * 6], bool)
+    items[1] = items[0]
+    items[1, 2] += 5.0  # an invalid item changed
+    items[1, 5] -= 3.0  # padding changed
+    out = layer({"items": items, "valid": valid}).numpy()
+    np.testing.assert_allclose(out[0], out[1], atol=1e-5)
+    assert (out[2] == 0).all()
+    swapped = items.copy()
+    swapped[0, [0, 1]] = items[0, [1, 0]]
+    assert np.abs(layer({"items": swapped, "valid": valid}).numpy()[0] - out[0]).max() > 1e-4

@@ -50,6 +50,10 @@ def test_train_writes_model_logs_and_tuning_metric(world, tmp_path, capsys):
     assert summary["validation_cutoff"] < cfg.data.split.timestamp
     assert summary["records"]["validation"] == int((train_ts >= summary["validation_cutoff"]).sum()) > 0
     assert summary["records"]["train"] + summary["records"]["validation"] == len(train_ts)
+    # The carve is under train.validation_max_records: every record scores.
+    n_val = summary["records"]["validation"]
+    assert summary["validation_set"] == {"records": n_val, "carve_records": n_val, "selection": "all", "seed": None,
+                                         "time_range": [summary["validation_cutoff"], int(train_ts.max()) + 1]}
     steps = summary["steps_per_epoch"]
     assert steps == summary["records"]["train"] // 128
     assert summary["optimizer_steps"] == 2 * steps

@@ -11,13 +11,14 @@ from trainer.layers.item_summarizer import ItemSummarizer
 from trainer.layers.mlp import MLP
 from trainer.layers.parallel_masknet import ParallelMaskNet
 from trainer.layers.self_attentive import SelfAttentiveInterests
+from trainer.layers.sequence_encoder import SequenceEncoder
 from trainer.layers.squash import squash
 from trainer.layers.subsequence_concepts import SubsequenceConcepts
 from trainer.layers.transformer_encoder import TransformerEncoder
 
 __all__ = [
     "DHEN", "MLP", "DifferentiableClustering", "InterestAssociation", "InterestTokens",
-    "ItemFeatureStore", "ItemSummarizer", "ParallelMaskNet", "SelfAttentiveInterests",
+    "ItemFeatureStore", "ItemSummarizer", "ParallelMaskNet", "SelfAttentiveInterests", "SequenceEncoder",
     "StreamingFrequencyEstimator", "SubsequenceConcepts", "TransformerEncoder",
     "farthest_point_init", "squash",
 ]

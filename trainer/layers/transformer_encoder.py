@@ -7,7 +7,8 @@ from trainer.layers._keras import keras, register
 class TransformerEncoder(keras.layers.Layer):
     """`num_layers` x (self-attention + FFN), residual + LayerNorm.
 
-    Call: `[B, F, d]` fields -> `[B, F, d]`.
+    Call: `[B, F, d]` fields -> `[B, F, d]`; optional `attention_mask
+    [B, F, F]` bool (query, key): which fields each field attends to.
     """
 
     def __init__(self, num_layers=1, num_heads=2, ff_dim=64, **kwargs):
@@ -30,9 +31,9 @@ class TransformerEncoder(keras.layers.Layer):
             ))
         super().build(input_shape)
 
-    def call(self, x):
+    def call(self, x, attention_mask=None):
         for attention, norm_a, ff_in, ff_out, norm_b in self.blocks:
-            x = norm_a(x + attention(x, x))
+            x = norm_a(x + attention(x, x, attention_mask=attention_mask))
             x = norm_b(x + ff_out(ff_in(x)))
         return x
 
