@@ -67,6 +67,10 @@ LEVERS = {
     "dcm logQ warm start": _DCM + ["train.logq_warm_start=true"],
     "single skip negative targets": ["model.kind=single", "train.negative_targets=skip"],
     "single logQ warm start": ["model.kind=single", "train.logq_warm_start=true"],
+    "dcm sequence encoder": _DCM + ["model.sequence_layers=1"],
+    "single sequence encoder": ["model.kind=single", "model.sequence_layers=1"],
+    "dcm dynamic interests": _DCM + ["model.dynamic_interests=true"],
+    "mind (paper eq. 1)": ["model.kind=mind", "model.mind_routing=eq1"],
 }
 CR = {"cr item-interest": ("item", ["model.kind=cr"]), "cr source-interest": ("source", ["model.kind=cr"])}
 DATASETS = {"synthetic": "synthetic-small", "ml-100k": "ml-100k", "movielens-small": "movielens-small"}
@@ -135,6 +139,11 @@ def run_config(cfg) -> dict:
                                   "train": dataclasses.asdict(cfg.train)}))
 
 
+# Config keys added with a default that changed what a run does (a cached
+# run without the key is not the same run).
+NEW_BEHAVIOUR = (("model", "mind_routing"),)
+
+
 def same_config(cached: dict | None, resolved: dict) -> bool:
     """A cached run's config is the resolved one, up to keys added to the
     code since it ran that are at their defaults (they do not change the
@@ -144,6 +153,8 @@ def same_config(cached: dict | None, resolved: dict) -> bool:
     if cached is None:
         return False
     defaults = run_config(MerConfig())
+    for section, key in NEW_BEHAVIOUR:  # added with a default that is not the old behaviour
+        defaults.get(section, {}).pop(key, None)
 
     def fill(old, new, default):
         if not isinstance(new, dict):

@@ -52,6 +52,25 @@ def routing(points, capsules, cmask, routed, iterations, single_assignment):
     return capsules * cmask[:, None], b
 
 
+def mind_routing(points, initial_logits, routed, num_clusters, iterations, dynamic=True):
+    """MIND's B2I routing for one user: b = initial logits, then per
+    iteration w = softmax_j(b), c_j = squash(sum_i w_ij u_i) over routed
+    items, b_ij += c_j . u_i; K' = max(1, min(K, floor(log2 n))) clusters.
+    Returns (capsules [K, d] with the masked ones zero, mask [K])."""
+    n = routed.sum()
+    k_user = int(max(1, min(num_clusters, np.floor(np.log2(max(n, 1)))))) if dynamic else num_clusters
+    cmask = (np.arange(num_clusters) < k_user) & (n > 0)
+    b = initial_logits.copy()
+    capsules = np.zeros((num_clusters, points.shape[1]))
+    for _ in range(iterations):
+        logits = np.where(cmask[None, :], b, -1e9)
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        w = e / e.sum(1, keepdims=True) * routed[:, None]
+        capsules = squash(w.T @ points)
+        b = b + points @ capsules.T
+    return capsules * cmask[:, None], cmask
+
+
 def sampled_softmax_logq(query, candidates, probability, temperature=1.0):
     """Eq. 9 logits for in-batch negatives: s_ij / T - log p_j."""
     return query @ candidates.T / temperature - np.log(probability)[None, :]

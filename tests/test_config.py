@@ -21,6 +21,15 @@ def test_every_yaml_in_configs_is_tested():
         "synthetic-small", "movielens-small", "ml-100k", "paper"}
 
 
+@pytest.mark.parametrize("preset", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+def test_every_preset_states_its_epochs(preset):
+    """The code default (`train.epochs=1`) must not apply to a preset silently."""
+    import yaml
+
+    raw = yaml.safe_load((CONFIG_DIR / f"{preset}.yaml").read_text())
+    assert isinstance(raw.get("train", {}).get("epochs"), int), f"{preset}.yaml: no train.epochs"
+
+
 def test_overrides_are_typed():
     cfg = load_config("synthetic-small", ["data.history_length=7", "data.negative_actions=[a, b]"])
     assert cfg.data.history_length == 7

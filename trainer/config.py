@@ -237,6 +237,13 @@ class ModelConfig:
         history enters as `pooled` and `latest` only).
       sequence_length: recency positions the sequence encoder embeds (older
         items share the last one).
+      mind_routing: `mind`: `original` (MIND's B2I routing: Gaussian
+        routing logits accumulated over iterations, b_ij += c_j . S e_i,
+        and K' = max(1, min(K, floor(log2 |history|))) interests per user)
+        or `eq1` (this paper's eq. 1: Gaussian capsules, logits recomputed
+        from them each iteration; its capsules end as one vector).
+      dynamic_interests: `dcm`: MIND's per-user interest count K' (as
+        above); the other clusters are masked.
       gumbel_temperature: temperature of the `gumbel` association.
       attention_dim: `sa`: hidden width of the self-attention.
       pfs_concepts: `pfs`: number of offline k-means item concepts.
@@ -274,6 +281,8 @@ class ModelConfig:
     implicit_fields: list[str] = dataclasses.field(default_factory=lambda: ["pooled", "latest"])
     sequence_layers: int = 0
     sequence_length: int = 50
+    mind_routing: str = "original"
+    dynamic_interests: bool = False
     gumbel_temperature: float = 1.0
     attention_dim: int = 32
     pfs_concepts: int = 32
@@ -388,6 +397,7 @@ _CHOICES = {
     ("model", "init"): ("va_fpi", "fpi", "gaussian"),
     ("model", "association"): ("argmax", "gumbel", "max"),
     ("model", "first_centroid"): ("random", "recent"),
+    ("model", "mind_routing"): ("original", "eq1"),
     ("train", "negative_targets"): ("positive", "skip"),
     ("model", "routing_gradient"): ("last", "all"),
     ("model", "implicit_fields"): ("pooled", "latest"),

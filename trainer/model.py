@@ -114,11 +114,16 @@ class MultiEmbeddingModel(tfrs.Model):
         if cfg.kind == "dcm":
             return DifferentiableClustering(k, cfg.item_dim, cfg.routing_iterations, cfg.init,
                                             cfg.single_assignment, cfg.validity_filter, seed,
-                                            cfg.routing_gradient, cfg.first_centroid, name="dcm")
+                                            cfg.routing_gradient, cfg.first_centroid,
+                                            dynamic_interests=cfg.dynamic_interests, name="dcm")
         if cfg.kind == "mind":
+            # `original`: MIND's B2I routing (random logits, accumulated, K'
+            # interests per user); `eq1`: the paper's eq. 1 with random capsules.
+            original = cfg.mind_routing == "original"
             return DifferentiableClustering(k, cfg.item_dim, cfg.routing_iterations, "gaussian",
                                             False, cfg.validity_filter, seed, cfg.routing_gradient,
-                                            name="mind")
+                                            logits="accumulate" if original else "recompute",
+                                            dynamic_interests=original, name="mind")
         if cfg.kind == "sa":
             return SelfAttentiveInterests(k, cfg.attention_dim, name="self_attention")
         if cfg.kind == "tokens":

@@ -164,6 +164,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
     history = model.fit(data, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks,
                         verbose=verbose)
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}
+    ran = len(next(iter(history.history.values()), []))
     first_epoch = resume["epoch"]
     best = best_epoch = None
     if stopper is not None:  # every epoch's logs, those before a restart too
@@ -180,7 +181,10 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
         "validation_cutoff": split["cutoff"], "steps_per_epoch": steps,
         "validation_set": validation_set(split, cfg.train.validation_max_records, cfg.train.seed),
         "items_topics_truncated": table.topics_truncated,
-        "epochs_run_this_process": len(next(iter(history.history.values()), [])),
+        # Epochs of the whole job (a resumed one's earlier processes too) of
+        # train.epochs at most; fewer when early stopping ended it.
+        "epochs": {"run": resume["epoch"] + ran, "max": cfg.train.epochs},
+        "epochs_run_this_process": ran,
         "history_first_epoch": first_epoch,
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "resumed": resume, "monitor": monitor, "best_validation": best, "best_epoch": best_epoch,
@@ -270,6 +274,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def final_line(summary: dict, rt: runtime.Runtime) -> str:
+    """The job's last log line: what trained, the epochs run of the most
+    (`train.epochs`), the best validation value and the weights digest."""
+    epochs = summary["epochs"]
+    stopped = " (early stopping)" if epochs["run"] < epochs["max"] else ""
+    return (f"trainer.task [{rt.task_type}:{rt.task_index}]: {summary['kind']} trained {summary['optimizer_steps']} "
+            f"steps ({summary['trained_examples']:.0f} examples), epochs {epochs['run']}/{epochs['max']}{stopped}, "
+            f"in {summary['seconds']} s; {summary['monitor']}={summary['best_validation']}; "
+            f"weights sha256 {summary['weights_sha256']}" + (f"; model in {rt.model_dir}" if rt.is_chief else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -279,12 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"trainer.task: error: {err}", file=sys.stderr)
         return 2
-    best = summary["best_validation"]
-    role = f"{rt.task_type}:{rt.task_index}"
-    print(f"trainer.task [{role}]: {summary['kind']} trained {summary['optimizer_steps']} steps "
-          f"({summary['trained_examples']:.0f} examples) in {summary['seconds']} s; "
-          f"{summary['monitor']}={best}; weights sha256 {summary['weights_sha256']}"
-          + (f"; model in {rt.model_dir}" if rt.is_chief else ""), flush=True)
+    print(final_line(summary, rt), flush=True)
     return 0
 
 

@@ -59,6 +59,8 @@ CASES = {
     "dcm": (lambda: DifferentiableClustering(K, 5, 3, "va_fpi", True, True), SEQ),
     "dcm_no_validity": (lambda: DifferentiableClustering(K, 5, 2, "fpi", False, False), SEQ),
     "mind": (lambda: DifferentiableClustering(K, 5, 3, "gaussian", False, True, seed=3), SEQ),
+    "mind_original": (lambda: DifferentiableClustering(K, 5, 3, "gaussian", False, True, seed=3, logits="accumulate",
+                                                       dynamic_interests=True), SEQ),
     "self_attentive": (lambda: SelfAttentiveInterests(K, 4), {"items": ITEMS, "mask": MASK}),
     "interest_tokens": (lambda: InterestTokens(K, 5), {"items": ITEMS, "mask": MASK}),
     "subsequence": (_concepts, {"items": ITEMS, "mask": MASK,

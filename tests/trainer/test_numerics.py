@@ -212,3 +212,22 @@ def test_sequence_encoder_reads_valid_items_in_order():
     swapped = items.copy()
     swapped[0, [0, 1]] = items[0, [1, 0]]
     assert np.abs(layer({"items": swapped, "valid": valid}).numpy()[0] - out[0]).max() > 1e-4
+
+
+def test_mind_original_routing_matches_reference():
+    """`logits=accumulate` with Gaussian init is MIND's B2I routing: random
+    logits, accumulated agreement, K' = max(1, min(K, floor(log2 n)))."""
+    items = rng.normal(size=(3, 9, 5)).astype(np.float32)
+    mask = np.ones((3, 9), bool)
+    mask[1, 3:] = False  # 3 items: K' = 1
+    mask[2, 5:] = False  # 5 items: K' = 2
+    layer = DifferentiableClustering(4, 6, iterations=3, init="gaussian", single_assignment=False,
+                                     logits="accumulate", dynamic_interests=True, seed=5)
+    out = layer({"items": items, "valid": mask, "mask": mask}, training=False)
+    points = layer.bilinear(tf.constant(items)).numpy()
+    initial = tf.random.stateless_normal([3, 9, 4], seed=[5, 17]).numpy()
+    for b in range(3):
+        want, cmask = ref.mind_routing(points[b], initial[b], mask[b].astype(np.float32), 4, 3)
+        assert out["mask"].numpy()[b].tolist() == cmask.tolist()
+        np.testing.assert_allclose(out["capsules"].numpy()[b], want, atol=1e-5)
+    assert out["mask"].numpy().sum(1).tolist() == [3, 1, 2]

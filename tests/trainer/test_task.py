@@ -14,7 +14,7 @@ from trainer.config import MerConfig, config_flags, config_keys, config_to_dict,
 from trainer.data import target_timestamps
 from trainer.layers._keras import tf
 from trainer.model import DIAGNOSTICS
-from trainer.task import config_from_args, main, parse_args, train, validation_split
+from trainer.task import config_from_args, final_line, main, parse_args, train, validation_split
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_train_writes_model_logs_and_tuning_metric(world, tmp_path, capsys):
                                          "time_range": [summary["validation_cutoff"], int(train_ts.max()) + 1]}
     steps = summary["steps_per_epoch"]
     assert steps == summary["records"]["train"] // 128
-    assert summary["optimizer_steps"] == 2 * steps
+    assert summary["optimizer_steps"] == 2 * steps and summary["epochs"] == {"run": 2, "max": 2}
     # EarlyStopping restores the best epoch's weights, audit counters included.
     assert summary["trained_examples"] == (summary["best_epoch"] + 1) * steps * 128
     assert 0 <= summary["best_validation"] <= 1 and len(summary["history"]["val_hr_at_50"]) == 2
@@ -123,8 +123,18 @@ def test_early_stopping_stops_on_a_flat_validation_curve_reading_a_gfile_uri(wor
     summary = train(cfg, uri, runtime.resolve(str(tmp_path / "m"), env={}), verbose=0)
     assert summary["data_dir"] == uri and summary["records"]["train"] > 0
     # Weights never change, so epoch 2 does not improve on epoch 1: stop.
-    assert summary["epochs_run_this_process"] == 2
+    assert summary["epochs_run_this_process"] == 2 and summary["epochs"] == {"run": 2, "max": 6}
     assert summary["optimizer_steps"] == 6
+
+
+@pytest.mark.parametrize("run, stopped", [(6, ""), (2, " (early stopping)")])
+def test_the_final_line_says_the_epochs_run_of_the_most(run, stopped):
+    summary = {"kind": "dcm", "optimizer_steps": 30, "trained_examples": 7680.0, "epochs": {"run": run, "max": 6},
+               "seconds": 12.5, "monitor": "val_hr_at_50", "best_validation": 0.25, "weights_sha256": "ab" * 32}
+    rt = runtime.resolve("/m", env={})
+    assert final_line(summary, rt) == (
+        f"trainer.task [chief:0]: dcm trained 30 steps (7680 examples), epochs {run}/6{stopped}, in 12.5 s; "
+        f"val_hr_at_50=0.25; weights sha256 {'ab' * 32}; model in /m")
 
 
 def test_cr_model_gets_filtered_hit_rate(world, tmp_path, capsys):

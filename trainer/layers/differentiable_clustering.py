@@ -40,6 +40,12 @@ class DifferentiableClustering(keras.layers.Layer):
         through every routing iteration and the initial centroids.
       first_centroid: `random` or `recent`, the first FPI centroid during
         training (inference always takes the most recent).
+      logits: `recompute` (paper eq. 1: each iteration's routing logits are
+        c_j . S e_i from the current capsules) or `accumulate` (MIND's B2I
+        routing: b_ij starts from the initialisation, Gaussian logits with
+        `init="gaussian"`, and each iteration adds c_j . S e_i).
+      dynamic_interests: MIND's interest count per user, K' = max(1, min(K,
+        floor(log2(valid items)))); the other clusters are masked.
 
     Call args:
       items: `[B, L, d_in]` item representations e_i.
@@ -57,8 +63,12 @@ class DifferentiableClustering(keras.layers.Layer):
 
     def __init__(self, num_clusters=7, dim=32, iterations=3, init="va_fpi",
                  single_assignment=True, validity_filter=True, seed=0, routing_gradient="last",
-                 first_centroid="random", **kwargs):
+                 first_centroid="random", logits="recompute", dynamic_interests=False, **kwargs):
         super().__init__(**kwargs)
+        if logits not in ("recompute", "accumulate"):
+            raise ValueError(f"logits={logits!r}; allowed: recompute, accumulate")
+        self.logits = logits
+        self.dynamic_interests = dynamic_interests
         if first_centroid not in ("random", "recent"):
             raise ValueError(f"first_centroid={first_centroid!r}; allowed: random, recent")
         self.first_centroid = first_centroid
@@ -99,7 +109,19 @@ class DifferentiableClustering(keras.layers.Layer):
         eligible = tf.logical_and(mask, valid) if self.validity_filter else mask
         routed = eligible
         batch = tf.shape(points)[0]
-        if self.init == "gaussian":
+        logits = None
+        if self.init == "gaussian" and self.logits == "accumulate":
+            # MIND: random routing logits b_ij ~ N(0, 1), not random capsules.
+            shape = tf.stack([batch, tf.shape(points)[1], self.num_clusters])
+            if training and seed is None:
+                logits = tf.random.normal(shape)
+            elif training:
+                logits = tf.random.stateless_normal(shape, seed=seed)
+            else:
+                logits = tf.random.stateless_normal(shape, seed=[self.seed, 17])
+            capsules = tf.zeros(tf.stack([batch, self.num_clusters, self.dim]))
+            cmask = tf.tile(tf.reduce_any(routed, axis=1, keepdims=True), [1, self.num_clusters])
+        elif self.init == "gaussian":
             shape = tf.stack([batch, self.num_clusters, self.dim])
             if training and seed is None:
                 capsules = tf.random.normal(shape)
@@ -113,9 +135,18 @@ class DifferentiableClustering(keras.layers.Layer):
                 points, eligible, self.num_clusters, self._first_index(eligible, training, seed)
             )
         routed_f = tf.cast(routed, points.dtype)[..., None]
+        if self.dynamic_interests:
+            count = tf.reduce_sum(tf.cast(routed, tf.float32), axis=1)
+            k_user = tf.clip_by_value(tf.floor(tf.math.log(tf.maximum(count, 1.0)) / tf.math.log(2.0)),
+                                      1.0, float(self.num_clusters))
+            cmask = tf.logical_and(cmask, tf.range(self.num_clusters, dtype=tf.float32)[None, :] < k_user[:, None])
         routing = tf.zeros(tf.stack([batch, tf.shape(points)[1], self.num_clusters]))
+        accumulated = logits
         for step in range(self.iterations):
             logits = tf.einsum("bkd,bld->blk", capsules, points)
+            if self.logits == "accumulate":
+                accumulated = logits if accumulated is None else accumulated + logits
+                logits = accumulated
             logits = tf.where(cmask[:, None, :], logits, NEG_INF)
             routing = tf.nn.softmax(logits, axis=-1)
             if self.single_assignment:
@@ -143,4 +174,5 @@ class DifferentiableClustering(keras.layers.Layer):
                 "iterations": self.iterations, "init": self.init,
                 "single_assignment": self.single_assignment,
                 "validity_filter": self.validity_filter, "seed": self.seed,
-                "routing_gradient": self.routing_gradient, "first_centroid": self.first_centroid}
+                "routing_gradient": self.routing_gradient, "first_centroid": self.first_centroid,
+                "logits": self.logits, "dynamic_interests": self.dynamic_interests}
