@@ -57,6 +57,7 @@ ABLATION = {
 # Issue 14's levers, each an ablation row on top of the Table 1 model it
 # names (validation HR decides; eval only reports).
 _DCM = ["model.kind=dcm"]
+_MAX = _DCM + ["model.association=max"]
 LEVERS = {
     "dcm max association": _DCM + ["model.association=max"],
     "dcm global interest": _DCM + ["model.global_interest=true"],
@@ -71,6 +72,14 @@ LEVERS = {
     "single sequence encoder": ["model.kind=single", "model.sequence_layers=1"],
     "dcm dynamic interests": _DCM + ["model.dynamic_interests=true"],
     "mind (paper eq. 1)": ["model.kind=mind", "model.mind_routing=eq1"],
+    # On top of the max association (the lever that closed the gap to single).
+    "dcm max + sequence encoder": _MAX + ["model.sequence_layers=1"],
+    "dcm max + recent first centroid": _MAX + ["model.first_centroid=recent"],
+    "dcm max + dynamic interests": _MAX + ["model.dynamic_interests=true"],
+    "dcm max + logQ warm start": _MAX + ["train.logq_warm_start=true"],
+    "dcm max K_im=4": _MAX + ["model.num_interests=4"],
+    "dcm max, 12 epochs": _MAX + ["train.epochs=12"],
+    "single, 12 epochs": ["model.kind=single", "train.epochs=12"],
 }
 CR = {"cr item-interest": ("item", ["model.kind=cr"]), "cr source-interest": ("source", ["model.kind=cr"])}
 DATASETS = {"synthetic": "synthetic-small", "ml-100k": "ml-100k", "movielens-small": "movielens-small"}
@@ -273,8 +282,9 @@ def run_model(dataset, data_dir, base_overrides, name, overrides, seed, epochs, 
     from trainer.task import train
 
     path = work / dataset / "runs" / run_dir(name) / f"seed{seed}"
-    cfg = load_config(DATASETS[dataset], base_overrides + overrides +
-                      [f"train.seed={seed}", f"train.epochs={epochs}"])
+    # A row's own overrides come last: a lever may set its own epochs.
+    cfg = load_config(DATASETS[dataset], base_overrides + [f"train.seed={seed}", f"train.epochs={epochs}"]
+                      + overrides)
     resolved = run_config(cfg)
     if (path / "ranks.npz").exists():
         cached = json.loads((path / "run.json").read_text()).get("config")
