@@ -449,6 +449,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default="runs/quality")
     parser.add_argument("--out", default="benchmarks/results/quality.json")
     parser.add_argument("--docs", default="docs/results.md")
+    parser.add_argument("--cr_rows", default=",".join(CR), help="rows of the CR table (--tables cr)")
     parser.add_argument("--levers", default=",".join(LEVERS),
                         help="rows of the levers table (--tables levers)")
     args = parser.parse_args(argv)
@@ -462,6 +463,10 @@ def main(argv=None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     reference = [b for b in args.baselines.split(",") if b]
     levers = [v for v in args.levers.split(",") if v]
+    cr_rows = [v for v in args.cr_rows.split(",") if v]
+    for name in cr_rows:
+        if name not in CR:
+            parser.error(f"--cr_rows: unknown {name!r}; expected some of {', '.join(CR)}")
     for name in levers:
         if name not in LEVERS:
             parser.error(f"--levers: unknown {name!r}; expected some of {', '.join(LEVERS)}")
@@ -517,7 +522,7 @@ def main(argv=None) -> int:
             entry["lever_validation"] = validation
         if "cr" in ds_tables:
             rows = {}
-            for name, (association, overrides) in CR.items():
+            for name, (association, overrides) in ((n, CR[n]) for n in cr_rows):
                 cr_dir, cr_base = prepare(dataset, work, association)
                 # Both associations are scored on the same eval records: the
                 # logged source topic, which is what serving conditions on.
