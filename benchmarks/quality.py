@@ -80,6 +80,9 @@ LEVERS = {
     "dcm max K_im=4": _MAX + ["model.num_interests=4"],
     "dcm max, 12 epochs": _MAX + ["train.epochs=12"],
     "single, 12 epochs": ["model.kind=single", "train.epochs=12"],
+    "dcm max + global + logQ warm start": _MAX + ["model.global_interest=true", "train.logq_warm_start=true"],
+    "dcm max + global + logQ warm start + recent first centroid": _MAX + [
+        "model.global_interest=true", "train.logq_warm_start=true", "model.first_centroid=recent"],
 }
 CR = {"cr item-interest": ("item", ["model.kind=cr"]), "cr source-interest": ("source", ["model.kind=cr"])}
 DATASETS = {"synthetic": "synthetic-small", "ml-100k": "ml-100k", "movielens-small": "movielens-small"}
