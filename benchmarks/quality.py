@@ -78,8 +78,8 @@ LEVERS = {
     "dcm max + dynamic interests": _MAX + ["model.dynamic_interests=true"],
     "dcm max + logQ warm start": _MAX + ["train.logq_warm_start=true"],
     "dcm max K_im=4": _MAX + ["model.num_interests=4"],
-    "dcm max, 12 epochs": _MAX + ["train.epochs=12"],
-    "single, 12 epochs": ["model.kind=single", "train.epochs=12"],
+    "dcm max 12 epochs": _MAX + ["train.epochs=12"],
+    "single 12 epochs": ["model.kind=single", "train.epochs=12"],
     "dcm max + global + logQ warm start": _MAX + ["model.global_interest=true", "train.logq_warm_start=true"],
     "dcm max + global + logQ warm start + recent first centroid": _MAX + [
         "model.global_interest=true", "train.logq_warm_start=true", "model.first_centroid=recent"],
