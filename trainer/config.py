@@ -215,15 +215,19 @@ class ModelConfig:
         (straight-through Gumbel-Softmax) or `max` (what serving does: the
         positive and every in-batch negative are scored by the max over the
         user's valid embeddings, so every embedding that would rank a
-        negative above the target is pushed down).
+        negative above the target is pushed down). Default `max`: DCM's
+        best validation HR@50 on ml-100k (seed 0) went 0.435 (argmax) ->
+        0.485 (single: 0.484); `docs/results/levers.md`.
       global_interest: implicit kinds: add one embedding conditioned on a
         learned global token (the user as a whole, crossed with the same
         shared fields) next to the K_im interests; its serving importance
-        is the mean of the valid interests'.
+        is the mean of the valid interests'. Default on: with `max`,
+        validation HR@50 0.485 -> 0.488 (ml-100k, seed 0).
       first_centroid: VA-FPI's first centroid during training: `random` (a
         uniformly drawn eligible item, the paper) or `recent` (the most
         recent eligible item, what inference always uses: no train/serve
-        skew in the clusters).
+        skew in the clusters). Default `recent`: with max + global + logQ
+        warm start, ml-100k validation HR@50 (seed 0) 0.490 -> 0.498.
       implicit_fields: shared user fields crossed with every implicit
         condition besides the condition itself (phi(u, c_j) of eq. 8): any
         of `pooled` (mean of the valid history items), `latest` (the most
@@ -234,7 +238,9 @@ class ModelConfig:
         valid history items (recency embedded, attention over the items,
         read at the most recent one) whose summary joins the shared user
         fields of every kind (single, implicit and CR); 0 = none (the
-        history enters as `pooled` and `latest` only).
+        history enters as `pooled` and `latest` only). Default 1: ml-100k
+        validation HR@50 (seed 0) single 0.484 -> 0.488, DCM (max) 0.485 ->
+        0.495.
       sequence_length: recency positions the sequence encoder embeds (older
         items share the last one).
       mind_routing: `mind`: `original` (MIND's B2I routing: Gaussian
@@ -275,11 +281,11 @@ class ModelConfig:
     single_assignment: bool = True
     validity_filter: bool = True
     routing_gradient: str = "last"
-    association: str = "argmax"
-    global_interest: bool = False
-    first_centroid: str = "random"
+    association: str = "max"
+    global_interest: bool = True
+    first_centroid: str = "recent"
     implicit_fields: list[str] = dataclasses.field(default_factory=lambda: ["pooled", "latest"])
-    sequence_layers: int = 0
+    sequence_layers: int = 1
     sequence_length: int = 50
     mind_routing: str = "original"
     dynamic_interests: bool = False
@@ -323,7 +329,10 @@ class TrainConfig:
       logq_warm_start: start the streaming frequency estimator (logQ
         correction) from the training records' target counts instead of a
         flat prior (TFRS clips the cold estimate; rare items then get
-        nearly no correction for most of the first epoch).
+        nearly no correction for most of the first epoch). Default on:
+        ml-100k validation HR@50 (seed 0) single 0.484 -> 0.487, DCM
+        (argmax) 0.435 -> 0.453, and DCM reaches after one epoch what it
+        reached after four.
     """
 
     batch_size: int = 256
@@ -334,7 +343,7 @@ class TrainConfig:
     validation_k: int = 50
     validation_max_records: int = 5000
     negative_targets: str = "positive"
-    logq_warm_start: bool = False
+    logq_warm_start: bool = True
     early_stopping_patience: int = 2
     checkpoint_every_steps: int = 200
     log_every_steps: int = 50

@@ -91,12 +91,15 @@ def _model(prepared, overrides):
     return model
 
 
+# The settings of the paper's collapse study: the association named, no
+# global interest and no sequence field (the defaults since issue 14).
+PAPER = ["model.global_interest=false", "model.sequence_layers=0"]
 VARIANTS = {
-    "dcm": ["model.kind=dcm"],
-    "sa_argmax": ["model.kind=sa", "model.association=argmax"],
-    "sa_gumbel": ["model.kind=sa", "model.association=gumbel"],
-    "tokens_argmax": ["model.kind=tokens", "model.association=argmax"],
-    "tokens_gumbel": ["model.kind=tokens", "model.association=gumbel"],
+    "dcm": ["model.kind=dcm", "model.association=argmax"] + PAPER,
+    "sa_argmax": ["model.kind=sa", "model.association=argmax"] + PAPER,
+    "sa_gumbel": ["model.kind=sa", "model.association=gumbel"] + PAPER,
+    "tokens_argmax": ["model.kind=tokens", "model.association=argmax"] + PAPER,
+    "tokens_gumbel": ["model.kind=tokens", "model.association=gumbel"] + PAPER,
 }
 
 
