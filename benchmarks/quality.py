@@ -151,9 +151,9 @@ def run_config(cfg) -> dict:
                                   "train": dataclasses.asdict(cfg.train)}))
 
 
-# Config keys added with a default that changed what a run does (a cached
-# run without the key is not the same run).
-NEW_BEHAVIOUR = (("model", "mind_routing"),)
+# Config keys added with a default that changed what a run does, and the
+# runs it changed (a cached one of those without the key is not the same run).
+NEW_BEHAVIOUR = {("model", "mind_routing"): lambda config: config["model"]["kind"] == "mind"}
 
 
 def same_config(cached: dict | None, resolved: dict) -> bool:
@@ -165,8 +165,9 @@ def same_config(cached: dict | None, resolved: dict) -> bool:
     if cached is None:
         return False
     defaults = run_config(MerConfig())
-    for section, key in NEW_BEHAVIOUR:  # added with a default that is not the old behaviour
-        defaults.get(section, {}).pop(key, None)
+    for (section, key), changed in NEW_BEHAVIOUR.items():  # a default that is not the old behaviour
+        if changed(resolved):
+            defaults.get(section, {}).pop(key, None)
 
     def fill(old, new, default):
         if not isinstance(new, dict):
