@@ -51,14 +51,10 @@ class UserTower(tf.Module):
 
     def __init__(self, model, history_length: int, num_embeddings: int | None, explicit: bool):
         super().__init__(name="user_tower")
-        layers = [model.store, model.summarizer, model.dhen, model.user_head]
         tables = [model.store.lookup.lookup_table]
-        if model.interests is not None:
-            layers.append(model.interests)
         if explicit:
-            layers.append(model.condition_embedding)
             tables.append(model.topic_lookup.lookup_table)
-        self.tower_variables = _unique(v for layer in layers for v in layer.variables)
+        self.tower_variables = _unique(v for layer in model.user_layers for v in layer.variables)
         self.lookup_tables = tables
         dim = model.cfg.embedding_dim
         history = [tf.TensorSpec([None, None], tf.string, name=contract.HISTORY_ITEM_IDS),

@@ -138,6 +138,12 @@ class MultiEmbeddingModel(tfrs.Model):
         return None
 
     @property
+    def user_layers(self) -> list:
+        """Every layer the user tower reads (what an exported tower tracks)."""
+        optional = (self.interests, self.sequence, self.global_token, getattr(self, "condition_embedding", None))
+        return [self.store, self.summarizer, self.dhen, self.user_head] + [x for x in optional if x is not None]
+
+    @property
     def num_embeddings(self) -> int | None:
         """Implicit embeddings per user (K_im, plus the global one); None for CR
         (one per followed topic)."""

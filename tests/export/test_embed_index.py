@@ -44,13 +44,15 @@ def test_index_reloads_with_same_neighbours_and_exact_recall(indexed):
     index = load_index(contract.index_dir(indexed, contract.IMPLICIT, 1))
     assert index.item_ids == items["item_ids"] and index.config.kind == "brute_force"  # small corpus: exact
     users, source = user_query_embeddings(indexed, contract.IMPLICIT, 1)
-    assert len(users) >= 1000 and "warmup" in source
+    # Every valid embedding of the warmup users (fewer than 1000 wanted: the
+    # clusters single assignment leaves empty are masked, not served).
+    assert len(users) >= 500 and "warmup" in source
     rows, scores = index.search(users[:50], 100)
     want_rows, want_scores = exact_search(items["embeddings"], users[:50], 100)
     np.testing.assert_allclose(scores, want_scores, atol=1e-5)
     assert (rows == want_rows).mean() > 0.99  # ties may order differently
     recall = json.load(open(f"{contract.index_dir(indexed, contract.IMPLICIT, 1)}/{contract.INDEX_RECALL}"))
-    assert recall["recall"] == pytest.approx(1.0) and recall["queries"] >= 1000 and recall["k"] == 100
+    assert recall["recall"] == pytest.approx(1.0) and recall["queries"] == len(users) and recall["k"] == 100
 
 
 def test_tree_index_recall_on_eval_users_of_the_synthetic_world(indexed, world, tmp_path):

@@ -163,7 +163,7 @@ def test_signatures_static_dim_vocabulary_assets_and_no_training_state(exported)
         variables = [v for v, _ in tf.train.list_variables(f"{version_dir}/variables/variables")]
         assert not [v for v in variables if any(s in v for s in ("optimizer", "frequency", "trained_"))], variables
     sig = saved_model_utils.get_meta_graph_def(f"{exported}/user_implicit/1", "serve").signature_def[contract.SIGNATURE]
-    assert [d.size for d in sig.outputs[contract.EMBEDDINGS].tensor_shape.dim] == [-1, 7, 32]
+    assert [d.size for d in sig.outputs[contract.EMBEDDINGS].tensor_shape.dim] == [-1, 8, 32]  # K_im = 7 interests + the global one
 
 
 def test_export_runs_without_trainer_or_prepared_data(exported, tmp_path):
@@ -187,7 +187,7 @@ def test_export_runs_without_trainer_or_prepared_data(exported, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split("\n")[-2] == "(1, 7, 32) 1 (1, 32)"
+    assert done.stdout.split("\n")[-2] == "(1, 8, 32) 2 (1, 32)"  # 7 interests + global; one interest + global valid
 
 
 def test_warmup_replays_through_session_loader_and_config_files_parse(exported):
