@@ -153,7 +153,14 @@ def run_config(cfg) -> dict:
 
 # Config keys added with a default that changed what a run does, and the
 # runs it changed (a cached one of those without the key is not the same run).
-NEW_BEHAVIOUR = {("model", "mind_routing"): lambda config: config["model"]["kind"] == "mind"}
+_IMPLICIT = ("dcm", "mind", "sa", "tokens", "pfs")
+NEW_BEHAVIOUR = {
+    ("model", "mind_routing"): lambda config: config["model"]["kind"] == "mind",
+    ("model", "global_interest"): lambda config: config["model"]["kind"] in _IMPLICIT,
+    ("model", "first_centroid"): lambda config: config["model"]["kind"] == "dcm",
+    ("model", "sequence_layers"): lambda config: True,
+    ("train", "logq_warm_start"): lambda config: True,
+}
 
 
 def same_config(cached: dict | None, resolved: dict) -> bool:

@@ -200,7 +200,7 @@ def build_export(directory: pathlib.Path, num_items: int, seed: int) -> dict:
         model = build_model(cfg.model, table, seed=seed, asset_vocabularies=True)
         _create_variables(model, users)
         user_name, item_name = contract.USER_MODEL[retriever], contract.ITEM_MODEL[retriever]
-        num = None if explicit else cfg.model.num_interests
+        num = None if explicit else model.num_embeddings
         user = UserTower(model, cfg.data.history_length, num, explicit)
         user_warmup = warmup_requests(user_name, _user_inputs(users[:WARMUP_USERS], explicit))
         item_warmup = warmup_requests(item_name, {contract.ITEM_IDS: ids[:64]})

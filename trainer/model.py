@@ -151,7 +151,8 @@ class MultiEmbeddingModel(tfrs.Model):
             return None
         if self.kind == "single":
             return 1
-        return self.cfg.num_interests + int(self.global_token is not None)
+        k = min(self.cfg.num_interests, self.cfg.pfs_concepts) if self.kind == "pfs" else self.cfg.num_interests
+        return k + int(self.global_token is not None)
 
     @property
     def metrics(self):

@@ -225,9 +225,17 @@ def test_mind_original_routing_matches_reference():
                                      logits="accumulate", dynamic_interests=True, seed=5)
     out = layer({"items": items, "valid": mask, "mask": mask}, training=False)
     points = layer.bilinear(tf.constant(items)).numpy()
-    initial = tf.random.stateless_normal([3, 9, 4], seed=[5, 17]).numpy()
+    initial = np.tile(tf.random.stateless_normal([1, 9, 4], seed=[5, 17]).numpy(), (3, 1, 1))
     for b in range(3):
         want, cmask = ref.mind_routing(points[b], initial[b], mask[b].astype(np.float32), 4, 3)
         assert out["mask"].numpy()[b].tolist() == cmask.tolist()
         np.testing.assert_allclose(out["capsules"].numpy()[b], want, atol=1e-5)
     assert out["mask"].numpy().sum(1).tolist() == [3, 1, 2]
+    # 8 items: K' = 3 exactly (float log2 may give 2.9999998); one user's
+    # embeddings do not depend on the rest of the batch.
+    eight = np.ones((1, 8), bool)
+    alone = layer({"items": items[:1, :8], "valid": eight, "mask": eight}, training=False)
+    assert alone["mask"].numpy().sum() == 3
+    together = layer({"items": items[:, :8], "valid": np.ones((3, 8), bool), "mask": np.ones((3, 8), bool)},
+                     training=False)
+    np.testing.assert_allclose(together["capsules"].numpy()[0], alone["capsules"].numpy()[0], atol=1e-6)

@@ -117,8 +117,10 @@ class DifferentiableClustering(keras.layers.Layer):
                 logits = tf.random.normal(shape)
             elif training:
                 logits = tf.random.stateless_normal(shape, seed=seed)
-            else:
-                logits = tf.random.stateless_normal(shape, seed=[self.seed, 17])
+            else:  # one fixed draw for every row: a user's embeddings do not depend on the batch
+                one = tf.random.stateless_normal(tf.stack([1, tf.shape(points)[1], self.num_clusters]),
+                                                 seed=[self.seed, 17])
+                logits = tf.tile(one, tf.stack([batch, 1, 1]))
             capsules = tf.zeros(tf.stack([batch, self.num_clusters, self.dim]))
             cmask = tf.tile(tf.reduce_any(routed, axis=1, keepdims=True), [1, self.num_clusters])
         elif self.init == "gaussian":
@@ -136,9 +138,10 @@ class DifferentiableClustering(keras.layers.Layer):
             )
         routed_f = tf.cast(routed, points.dtype)[..., None]
         if self.dynamic_interests:
+            # K' = max(1, min(K, floor(log2 n))), counted exactly: #{j >= 1: 2^j <= n}.
             count = tf.reduce_sum(tf.cast(routed, tf.float32), axis=1)
-            k_user = tf.clip_by_value(tf.floor(tf.math.log(tf.maximum(count, 1.0)) / tf.math.log(2.0)),
-                                      1.0, float(self.num_clusters))
+            powers = tf.pow(2.0, tf.range(1, self.num_clusters + 1, dtype=tf.float32))
+            k_user = tf.maximum(tf.reduce_sum(tf.cast(count[:, None] >= powers[None, :], tf.float32), axis=1), 1.0)
             cmask = tf.logical_and(cmask, tf.range(self.num_clusters, dtype=tf.float32)[None, :] < k_user[:, None])
         routing = tf.zeros(tf.stack([batch, tf.shape(points)[1], self.num_clusters]))
         accumulated = logits
