@@ -128,7 +128,9 @@ def reference_answer(stack, trained, history, negative, topics, budget):
         items = read_embeddings(contract.embeddings_dir(base, retriever, 1))
         scores = out["embeddings"] @ items["embeddings"].T
         valid = np.flatnonzero(out["mask"])
-        imp = out["importance"][valid] if retriever == contract.IMPLICIT else np.ones(len(valid))
+        # float64 as the service: the global interest's importance is the
+        # mean of the others', so float32 weights tie-break budgets differently.
+        imp = out["importance"][valid].astype(np.float64) if retriever == contract.IMPLICIT else np.ones(len(valid))
         weights += list(imp * len(imp) / imp.sum())
         for j in valid:
             order = np.lexsort((np.arange(len(scores[j])), -scores[j]))
