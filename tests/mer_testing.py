@@ -84,3 +84,22 @@ def run_benchmark(main, argv: list[str], out) -> tuple[dict, str]:
     with contextlib.redirect_stdout(printed):
         assert main(argv) == 0
     return json.loads(out.read_text()), printed.getvalue()
+
+
+def tiny_example(user: int, ts: int) -> bytes:
+    """A serialized training example of user `u<user>` at timestamp `ts`
+    (one-item history, fixed item ids): for data-pipeline tests."""
+    from trainer import features
+    from trainer.layers._keras import tf
+
+    def b(v):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=v))
+
+    def i(v):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+
+    return tf.train.Example(features=tf.train.Features(feature={
+        features.USER_ID: b([f"u{user}".encode()]), features.TARGET_ITEM_ID: b([b"i"]),
+        features.TARGET_TIMESTAMP: i([ts]), features.TARGET_NEGATIVE: i([0]),
+        features.HISTORY_ITEM_IDS: b([b"h"]), features.HISTORY_NEGATIVE: i([0]),
+        features.HISTORY_VALID: i([1])})).SerializeToString()

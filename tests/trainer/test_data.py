@@ -6,23 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mer_testing import tiny_example
 from trainer import data, features
 from trainer.layers._keras import tf
-
-
-def _example(user: int, ts: int) -> bytes:
-    def b(v):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=v))
-
-    def i(v):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=v))
-
-    return tf.train.Example(features=tf.train.Features(feature={
-        features.USER_ID: b([f"u{user}".encode()]), features.TARGET_ITEM_ID: b([b"i"]),
-        features.TARGET_TIMESTAMP: i([ts]), features.TARGET_NEGATIVE: i([0]),
-        features.HISTORY_ITEM_IDS: b([b"h"]), features.HISTORY_NEGATIVE: i([0]),
-        features.HISTORY_VALID: i([1])})).SerializeToString()
-
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
@@ -33,7 +19,7 @@ def shards(tmp_path_factory):
         path = str(out / f"implicit-{shard:05d}-of-00004{features.TFRECORD_SUFFIX}")
         with tf.io.TFRecordWriter(path) as writer:
             for _ in range(count):
-                writer.write(_example(user, (user * 7) % 50))
+                writer.write(tiny_example(user, (user * 7) % 50))
                 user += 1
         files.append(path)
     return files

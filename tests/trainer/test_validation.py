@@ -7,25 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mer_testing import tiny_example
 from trainer import data, features
 from trainer.evaluation import iter_records
 from trainer.layers._keras import tf
 from trainer.validation import sample_positions, validation_records, validation_set, validation_split
-
-
-def _example(user: int, ts: int) -> bytes:
-    def b(v):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=v))
-
-    def i(v):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=v))
-
-    return tf.train.Example(features=tf.train.Features(feature={
-        features.USER_ID: b([f"u{user}".encode()]), features.TARGET_ITEM_ID: b([b"i"]),
-        features.TARGET_TIMESTAMP: i([ts]), features.TARGET_NEGATIVE: i([0]),
-        features.HISTORY_ITEM_IDS: b([b"h"]), features.HISTORY_NEGATIVE: i([0]),
-        features.HISTORY_VALID: i([1])})).SerializeToString()
-
 
 @pytest.fixture(scope="module")
 def carve(tmp_path_factory):
@@ -36,7 +22,7 @@ def carve(tmp_path_factory):
     for shard, count in enumerate((50, 30, 40)):
         with tf.io.TFRecordWriter(str(out / f"implicit-{shard:05d}-of-00003{features.TFRECORD_SUFFIX}")) as writer:
             for _ in range(count):
-                writer.write(_example(user, (user * 37) % 100))
+                writer.write(tiny_example(user, (user * 37) % 100))
                 user += 1
     timestamps = np.array([(n * 37) % 100 for n in range(user)])
     split = validation_split(timestamps, 0.3)
