@@ -601,24 +601,17 @@ def served_hits(scorer: "ModelScorer | None", corpus: Corpus, records: Iterator[
 
 
 def _served_lists(emb, mask, items, target, history, depth, chunk_size, allowed=None):
-    """Per-embedding top-`depth` corpus columns `[b, K, depth]` (history
-    excluded but for the target, as SPEC §6; -1 pads; masked embeddings list nothing) and their scores
-    (-inf pads); `allowed[j]`: embedding j's relevance filter."""
+    """Per-embedding top-`depth` corpus columns `[b, K, depth]` and their
+    scores (-inf pads). History excluded but for the target, as SPEC §6;
+    `allowed[j]`: embedding j's relevance filter (items outside it score
+    -inf, which the top-k drops: a short list pads with -1); masked
+    embeddings list nothing."""
     lists = np.full(mask.shape + (depth,), -1)
     for j in range(mask.shape[1]):
         allowed_of = allowed[j] if allowed is not None else None
         _, _, lists[:, j] = scan_corpus(_embedding_scores(emb[:, j], items, allowed_of), len(items),
                                         target, history, depth, chunk_size=chunk_size)
-        if allowed_of is not None:  # filtered-out items score -inf and may still fill a short list
-            lists[:, j] = np.where(_allowed_at(allowed_of, lists[:, j]), lists[:, j], -1)
     lists[~mask] = -1
     scores = np.einsum("bkd,bkld->bkl", emb, items[np.maximum(lists, 0)]).astype(np.float32)
     return lists, np.where(lists >= 0, scores, -np.inf)
 
-
-def _allowed_at(allowed_of: Callable, cols: np.ndarray) -> np.ndarray:
-    """`allowed_of` read at `[b, n]` columns (-1 = not allowed)."""
-    whole = allowed_of(0, int(cols.max()) + 1) if cols.size and cols.max() >= 0 else None
-    if whole is None:
-        return np.zeros(cols.shape, bool)
-    return np.take_along_axis(whole, np.maximum(cols, 0), axis=1) & (cols >= 0)
