@@ -115,10 +115,9 @@ def pick_on_validation(runs: pathlib.Path, seeds: list[int]) -> dict | None:
             candidates[name] = run_name
     scores = {}
     for name, run_name in candidates.items():
-        files = [runs / run_dir(run_name) / f"seed{s}" / "run.json" for s in seeds]
-        if all(f.exists() for f in files):
-            scores[name] = float(np.mean([json.loads(f.read_text())["summary"]["best_validation"]
-                                          for f in files]))
+        value = validation_hr(runs, run_name, seeds)
+        if value is not None:
+            scores[name] = value
     if len(scores) < 2:
         return None
     best = max(scores, key=scores.get)
@@ -190,9 +189,10 @@ def same_config(cached: dict | None, resolved: dict) -> bool:
     return fill(cached, resolved, defaults) == resolved
 
 
-def validation_hr(work: pathlib.Path, dataset: str, name: str, seeds: list[int]) -> float | None:
-    """Mean best validation HR of a row's cached runs (None unless all ran)."""
-    files = [work / dataset / "runs" / run_dir(name) / f"seed{s}" / "run.json" for s in seeds]
+def validation_hr(runs: pathlib.Path, name: str, seeds: list[int]) -> float | None:
+    """Mean best validation HR of a row's cached runs under `runs` (None
+    unless every seed ran)."""
+    files = [runs / run_dir(name) / f"seed{s}" / "run.json" for s in seeds]
     if not all(f.exists() for f in files):
         return None
     return float(np.mean([json.loads(f.read_text())["summary"]["best_validation"] for f in files]))
@@ -526,9 +526,9 @@ def main(argv=None) -> int:
             for name in levers:
                 add(rows, name, [run_model(dataset, data_dir, base, name, LEVERS[name], s, args.epochs, work,
                                            corpus, truth, args.cached_only) for s in seeds], ks, kept)
-                validation[name] = validation_hr(work, dataset, name, seeds)
+                validation[name] = validation_hr(work / dataset / "runs", name, seeds)
             for name in ("single", "dcm"):  # the rows the levers are measured against
-                validation[name] = validation_hr(work, dataset, name, seeds)
+                validation[name] = validation_hr(work / dataset / "runs", name, seeds)
             entry["tables"]["levers"] = rows
             entry["lever_validation"] = validation
         if "cr" in ds_tables:
