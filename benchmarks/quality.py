@@ -83,6 +83,10 @@ LEVERS = {
     "dcm max + global + logQ warm start": _MAX + ["model.global_interest=true", "train.logq_warm_start=true"],
     "dcm max + global + logQ warm start + recent first centroid": _MAX + [
         "model.global_interest=true", "train.logq_warm_start=true", "model.first_centroid=recent"],
+    # On the session-9 defaults (max, global, recent first centroid, sequence
+    # field, logQ warm start): what the default DCM still lacks.
+    "dcm diversity 1": _DCM + ["model.diversity_weight=1"],
+    "dcm diversity 4": _DCM + ["model.diversity_weight=4"],
 }
 CR = {"cr item-interest": ("item", ["model.kind=cr"]), "cr source-interest": ("source", ["model.kind=cr"])}
 DATASETS = {"synthetic": "synthetic-small", "ml-100k": "ml-100k", "movielens-small": "movielens-small"}

@@ -92,6 +92,17 @@ def max_scored_loss(embeddings, mask, candidates, probability, ids, temperature,
     return float(-(np.diag(log_softmax) * weights).sum())
 
 
+def similarity_excess(embeddings, mask, margin):
+    """Per user: mean over pairs of distinct valid embeddings of max(0, cos - margin)."""
+    out = np.zeros(len(embeddings))
+    for b, (emb, m) in enumerate(zip(embeddings, mask)):
+        unit = emb[m] / np.linalg.norm(emb[m], axis=1, keepdims=True)
+        values = [max(0.0, float(unit[i] @ unit[j]) - margin)
+                  for i in range(len(unit)) for j in range(len(unit)) if i != j]
+        out[b] = np.mean(values) if values else 0.0
+    return out
+
+
 def hit_rate(user_embeddings, corpus, target, exclude, k):
     """SPEC §6.5 for one record: rank = 1 + #corpus items scoring strictly higher."""
     scores = (user_embeddings @ corpus.T).max(0)

@@ -250,6 +250,13 @@ class ModelConfig:
         from them each iteration; its capsules end as one vector).
       dynamic_interests: `dcm`: MIND's per-user interest count K' (as
         above); the other clusters are masked.
+      diversity_weight: implicit kinds: weight of an interest-diversity
+        term added to the loss, `weight * sum over users of the mean over
+        pairs of valid embeddings of relu(cos - diversity_margin)`, which
+        pushes a user's embeddings apart where they are more alike than the
+        margin (max association alone leaves them near-parallel: pairwise
+        cosine 0.94-0.98). 0 = off.
+      diversity_margin: the cosine above which the diversity term applies.
       gumbel_temperature: temperature of the `gumbel` association.
       attention_dim: `sa`: hidden width of the self-attention.
       pfs_concepts: `pfs`: number of offline k-means item concepts.
@@ -289,6 +296,8 @@ class ModelConfig:
     sequence_length: int = 50
     mind_routing: str = "original"
     dynamic_interests: bool = False
+    diversity_weight: float = 0.0
+    diversity_margin: float = 0.5
     gumbel_temperature: float = 1.0
     attention_dim: int = 32
     pfs_concepts: int = 32
@@ -526,6 +535,8 @@ _RANGES: dict[str, tuple] = {
     "model.num_explicit": _at_least(1),
     "model.routing_iterations": _at_least(1),
     "model.gumbel_temperature": _POSITIVE,
+    "model.diversity_weight": _at_least(0),
+    "model.diversity_margin": ((lambda v: -1 <= v <= 1), "in [-1, 1]"),
     "model.attention_dim": _at_least(1),
     "model.pfs_concepts": _at_least(1),
     "model.temperature": _POSITIVE,

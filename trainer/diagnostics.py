@@ -8,6 +8,15 @@ def _entropy(p: tf.Tensor) -> tf.Tensor:
     return -tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-12)), 0.0), axis=-1)
 
 
+def _pairs(embeddings: tf.Tensor, mask: tf.Tensor):
+    """`cos [B, K, K]` between a user's embeddings and `pair [B, K, K]`:
+    1 where both are unmasked and distinct, else 0."""
+    unit = tf.math.l2_normalize(embeddings, axis=-1)
+    cos = tf.einsum("bkd,bjd->bkj", unit, unit)
+    m = tf.cast(mask, cos.dtype)
+    return cos, m[:, :, None] * m[:, None, :] * (1.0 - tf.eye(tf.shape(cos)[1]))
+
+
 def mean_pairwise_cosine(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     """Mean cosine between a user's unmasked embeddings, over users with >= 2.
 
@@ -15,14 +24,23 @@ def mean_pairwise_cosine(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
 
     Args: embeddings `[B, K, d]`, mask `[B, K]` bool. Returns: scalar.
     """
-    unit = tf.math.l2_normalize(embeddings, axis=-1)
-    cos = tf.einsum("bkd,bjd->bkj", unit, unit)
-    m = tf.cast(mask, cos.dtype)
-    pair = m[:, :, None] * m[:, None, :] * (1.0 - tf.eye(tf.shape(cos)[1]))
+    cos, pair = _pairs(embeddings, mask)
     per_user_pairs = tf.reduce_sum(pair, axis=[1, 2])
     per_user = tf.reduce_sum(cos * pair, axis=[1, 2]) / tf.maximum(per_user_pairs, 1.0)
     users = tf.cast(per_user_pairs > 0, cos.dtype)
     return tf.reduce_sum(per_user * users) / tf.maximum(tf.reduce_sum(users), 1.0)
+
+
+def similarity_excess(embeddings: tf.Tensor, mask: tf.Tensor, margin: float) -> tf.Tensor:
+    """Per user, the mean over pairs of unmasked embeddings of
+    `relu(cos - margin)` (0 for a user with fewer than 2): the
+    interest-diversity term of `model.diversity_weight`.
+
+    Args: embeddings `[B, K, d]`, mask `[B, K]` bool. Returns: `[B]`.
+    """
+    cos, pair = _pairs(embeddings, mask)
+    excess = tf.nn.relu(cos - margin) * pair
+    return tf.reduce_sum(excess, axis=[1, 2]) / tf.maximum(tf.reduce_sum(pair, axis=[1, 2]), 1.0)
 
 
 def routing_entropy(importance: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

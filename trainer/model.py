@@ -325,8 +325,13 @@ class MultiEmbeddingModel(tfrs.Model):
         weight = None
         if self.negative_targets == "skip":
             weight = tf.cast(tf.equal(inputs[features.TARGET_NEGATIVE], 0), tf.float32)
-        return self.task(selected, target, candidate_sampling_probability=probability,
+        loss = self.task(selected, target, candidate_sampling_probability=probability,
                          candidate_ids=target_ids, sample_weight=weight, compute_metrics=False)
+        if self.cfg.diversity_weight > 0 and self.kind not in ("single", "cr"):
+            # Summed over users, as the retrieval loss is.
+            excess = diagnostics.similarity_excess(user["embeddings"], user["mask"], self.cfg.diversity_margin)
+            loss += self.cfg.diversity_weight * tf.reduce_sum(excess)
+        return loss
 
 
 def _max_scored(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

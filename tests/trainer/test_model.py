@@ -60,11 +60,13 @@ def test_argmax_recompute_matches_full_backward(world, kind):
     ["model.kind=dcm"],
     ["model.kind=dcm", "model.global_interest=true", "train.negative_targets=skip"],
     ["model.kind=single", "train.negative_targets=skip"],
+    ["model.kind=dcm", "model.diversity_weight=2", "model.diversity_margin=0.3"],
 ])
 def test_max_association_loss_is_the_served_score(world, overrides):
     """`association=max`: the loss scores the positive and every in-batch
     negative by the max over the user's *valid* embeddings (what serving
-    does), and a skipped negative target adds nothing to it."""
+    does), a skipped negative target adds nothing to it, and the diversity
+    term adds `weight * sum_users mean_pairs relu(cos - margin)`."""
     tf.keras.utils.set_random_seed(0)
     cfg = load_config("synthetic-small", overrides + ["model.association=max"])
     model = build_model(cfg.model, load_item_table(world), seed=0)
@@ -81,6 +83,10 @@ def test_max_association_loss_is_the_served_score(world, overrides):
     want = ref.max_scored_loss(user["embeddings"].numpy(), mask, targets,
                                model.frequency(ids, training=False).numpy(), ids.numpy(), cfg.model.temperature,
                                weights)
+    if cfg.model.diversity_weight:
+        excess = ref.similarity_excess(user["embeddings"].numpy(), mask, cfg.model.diversity_margin)
+        assert excess.sum() > 1.0  # the term is not vanishing on this batch
+        want += cfg.model.diversity_weight * excess.sum()
     assert loss == pytest.approx(want, rel=1e-4)
     if cfg.model.kind == "dcm":
         assert (~mask).any()  # masked slots exist in the batch and are not scored
