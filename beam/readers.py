@@ -21,6 +21,9 @@ from beam.records import BadRow, dead_letter, plausible_timestamp
 
 DEAD = "dead"
 STATS = "stats"
+# Rows per Parquet record batch (`_iter_parquet`): bounds a reader's memory
+# per file; any value gives the same rows and row numbers.
+PARQUET_BATCH_ROWS = 65_536
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +140,24 @@ def check_columns(what: str, paths: list[str], required: tuple[str, ...], fmt: T
             pass
 
 
+def _iter_parquet(path: str) -> Iterator[tuple[int, dict, dict]]:
+    """Yields `(row, row_dict, row_dict)` for every Parquet row, 1-based.
+
+    Why record batches: a worker holds one batch of `PARQUET_BATCH_ROWS`
+    rows as Python objects, not the whole file (a decoded table is several
+    times its compressed size, and a log shard can be gigabytes). Row
+    numbers run on across batches and row groups.
+    """
+    import pyarrow.parquet as pq
+
+    number = 0
+    with FileSystems.open(path) as handle:
+        for batch in pq.ParquetFile(handle).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, row, row
+
+
 def iter_rows(path: str, fmt: TableFormat) -> Iterator[tuple[int, object, object]]:
     """Yields `(line, row_dict_or_None, raw_or_error)` for every record.
 
@@ -144,12 +165,7 @@ def iter_rows(path: str, fmt: TableFormat) -> Iterator[tuple[int, object, object
     row that cannot be split yields `(line, None, BadRow)`.
     """
     if fmt.kind == "parquet":
-        import pyarrow.parquet as pq
-
-        with FileSystems.open(path) as handle:
-            table = pq.read_table(handle)
-        for index, row in enumerate(table.to_pylist(), start=1):
-            yield index, row, row
+        yield from _iter_parquet(path)
         return
     header = list(fmt.columns) or None
     with FileSystems.open(path) as handle:

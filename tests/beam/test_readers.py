@@ -66,3 +66,42 @@ def test_negative_actions_are_configurable():
     row = {"user_id": "u", "item_id": "a", "timestamp": "1", "action": "hide"}
     assert mappers.event_from_row(row, 0, 1, negative_actions=("hide",)).negative
     assert not mappers.event_from_row(row, 0, 1, negative_actions=("dislike",)).negative
+
+
+def _parquet_items(path, bad_row=None, rows=8):
+    """`rows` items in row groups of 3; row `bad_row` (1-based) has a 3-value vector."""
+    vectors = [[float(i), 1.0] for i in range(rows)]
+    if bad_row:
+        vectors[bad_row - 1] = [1.0, 2.0, 3.0]
+    pq.write_table(pa.table({"item_id": [f"i{i}" for i in range(rows)], "topics": [["t"]] * rows,
+                             "vec": vectors}), path, row_group_size=3)
+
+
+def test_parquet_streams_in_batches_with_the_whole_table_rows_and_numbers(tmp_path, monkeypatch):
+    from beam import readers
+
+    path = tmp_path / "items.parquet"
+    _parquet_items(path)
+    whole = [(index, row, row) for index, row in enumerate(pq.read_table(path).to_pylist(), start=1)]
+    monkeypatch.setattr(readers, "PARQUET_BATCH_ROWS", 2)  # batches of 2 across row groups of 3
+    assert list(iter_rows(str(path), format_for_path(str(path)))) == whole
+
+
+def test_a_bad_parquet_row_in_the_second_batch_is_dead_lettered_at_its_row(tmp_path, monkeypatch):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from beam import readers
+
+    path = tmp_path / "items.parquet"
+    _parquet_items(path, bad_row=5)
+    monkeypatch.setattr(readers, "PARQUET_BATCH_ROWS", 3)  # row 5 is the second batch's second row
+    mapper = functools.partial(mappers.item_from_row, vector_column="vec", vector_dim=2,
+                               numeric_columns=(), categorical_columns=())
+    with TestPipeline() as p:
+        records, dead, _ = readers.read_records(p, "Items", {"items": [str(path)]}, {"items": (mapper, None)})
+        assert_that(records | beam.Map(lambda it: (it.item_id, it.line)),
+                    equal_to([(f"i{i}", i + 1) for i in range(8) if i != 4]), label="Kept")
+        assert_that(dead | beam.Map(lambda d: (d["file"], d["line"], d["reason"], "i4" in d["raw"])),
+                    equal_to([(str(path), 5, "bad_vector", True)]), label="Dead")
