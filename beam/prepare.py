@@ -9,8 +9,13 @@ Stages (all Beam; no tensorflow-transform):
   4. cutoff T = exact quantile of de-duplicated timestamps (or a given T);
   5. per user: histories, implicit/explicit train and eval examples, written
      as deterministic shards;
-  6. item train counts (CombinePerKey), item table, vocabularies, corpus,
-     dead letters and a manifest whose balance says rows in = kept + dead.
+  6. item train counts (CombinePerKey), item table, vocabularies and corpus
+     (keyed combiners, `beam/tables.py`), dead letters and a manifest whose
+     balance says rows in = kept + dead.
+
+Beam counters (namespace `prepare`) show progress while it runs: rows read
+per input kind, dead letters per kind and reason, examples written per
+output; when it ends they equal the manifest's counts.
 """
 
 from __future__ import annotations
@@ -18,16 +23,17 @@ from __future__ import annotations
 import collections
 import functools
 import json
-from typing import Iterable
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from beam import mappers, movielens
-from beam.readers import DEAD, STATS, ReadRecords, check_columns, expand_files, read_records
+from beam.combiners import SumDict
+from beam.readers import DEAD, METRICS_NAMESPACE, STATS, ReadRecords, check_columns, expand_files, read_records
 from beam.records import Event, Follow, dead_letter
 from beam.shard_writer import TFRecordShard, shard_path, write_text
+from beam.tables import build_tables
 from beam.user_records import build_user_records, order_and_dedup, stable_shard
 from trainer import features
 from trainer.config import DataConfig, MerConfig, config_to_dict
@@ -179,7 +185,10 @@ class QuantileFn(beam.CombineFn):
 
 
 class WriteExampleShard(beam.DoFn):
-    """Builds every record of the users in one shard and writes the shard files."""
+    """Builds every record of the users in one shard and writes the shard files.
+
+    Each shard written adds its records to the Beam counter `examples/<output>`.
+    """
 
     def __init__(self, output_dir: str, num_shards: int, opts: DataConfig):
         self._output_dir = output_dir
@@ -206,6 +215,7 @@ class WriteExampleShard(beam.DoFn):
             with TFRecordShard(path) as writer:
                 for record in buffers[name]:
                     writer.write(record)
+            beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"examples/{name}").inc(len(buffers[name]))
             yield beam.pvalue.TaggedOutput(STATS, (f"examples/{name}", len(buffers[name])))
         for key, value in counts.items():
             yield beam.pvalue.TaggedOutput(STATS, (key, value))
@@ -233,69 +243,6 @@ class WriteItemShard(beam.DoFn):
                     )
                 )
         yield "items_kept", writer.count
-
-
-def _write_vocab(path: str, counts: Iterable[tuple[str, int]]) -> int:
-    """Vocabulary file: one token per line, most frequent first, ties by token."""
-    ranked = sorted(counts, key=lambda kv: (-kv[1], kv[0]))
-    write_text(path, "".join(f"{token}\n" for token, _ in ranked))
-    return len(ranked)
-
-
-def _write_tables(items, output_dir: str, counts: dict, max_item_topics: int) -> dict:
-    """Writes vocabularies, counts and the corpus from all items + train counts.
-
-    Also counts the items with more distinct topics than `max_item_topics`
-    (`model.max_item_topics`): the model's item table keeps their rarest
-    (`trainer.item_table.keep_rarest_topics`); the files keep them all.
-    """
-    join = functools.partial(FileSystems.join, output_dir)
-    rows = [(item, counts.get(item.item_id, 0)) for item in items]
-    topic_counts: collections.Counter = collections.Counter()
-    cat_counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    for item, _ in rows:
-        topic_counts.update(item.topics)
-        for name, value in item.categorical:
-            if value:
-                cat_counts[name][value] += 1
-    stats = {
-        "vocab/items": _write_vocab(join(features.VOCAB_ITEMS), ((i.item_id, c) for i, c in rows)),
-        "vocab/topics": _write_vocab(join(features.VOCAB_TOPICS), topic_counts.items()),
-    }
-    for name, counter in sorted(cat_counts.items()):
-        path = join(features.VOCAB_CATEGORICAL.format(name=name))
-        stats[f"vocab/cat_{name}"] = _write_vocab(path, counter.items())
-    counted = sorted((i.item_id, c) for i, c in rows if c > 0)
-    write_text(join(features.ITEM_COUNTS), "".join(f"{i}\t{c}\n" for i, c in counted))
-    write_text(join(features.CORPUS), "".join(f"{i}\n" for i, _ in counted))
-    stats["corpus_items"] = len(counted)
-    stats["items_with_invalid_features"] = sum(not i.features_valid for i, _ in rows)
-    stats["max_item_topics"] = max_item_topics
-    stats["items_topics_truncated"] = sum(len(set(i.topics)) > max_item_topics for i, _ in rows)
-    dims = {len(i.content) for i, _ in rows}
-    stats["content_dim"] = max(dims) if dims else 0
-    stats["categorical_columns"] = sorted({n for i, _ in rows for n, _ in i.categorical})
-    return stats
-
-
-class SumDict(beam.CombineFn):
-    """Merges `(key, number)` pairs into one dict of sums."""
-
-    def create_accumulator(self):
-        return collections.Counter()
-
-    def add_input(self, acc, kv):
-        acc[kv[0]] += kv[1]
-        return acc
-
-    def merge_accumulators(self, accs):
-        out = collections.Counter()
-        for acc in accs:
-            out.update(acc)
-        return out
-
-    def extract_output(self, acc):
-        return dict(sorted(acc.items()))
 
 
 def _balance(stats: dict, dead: dict) -> dict:
@@ -416,6 +363,17 @@ def _sum_dict(pcoll, label: str):
     return pcoll | f"Sum{label}" >> beam.CombineGlobally(SumDict())
 
 
+class CountDeadLetter(beam.DoFn):
+    """`(kind/reason, 1)` of a dead letter, counted in the Beam counter
+    `dead_letter/<kind>/<reason>` as it happens (the manifest's
+    `dead_letter` holds the same counts once the run ends)."""
+
+    def process(self, dead: dict):
+        key = f"{dead['kind']}/{dead['reason']}"
+        beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"dead_letter/{key}").inc()
+        yield key, 1
+
+
 def _dead_letters(pcoll, label: str, output_dir: str):
     """Writes one dead-letter PCollection and returns its counts by kind/reason.
 
@@ -428,7 +386,7 @@ def _dead_letters(pcoll, label: str, output_dir: str):
         | f"WriteDead{label}" >> beam.io.WriteToText(
             FileSystems.join(output_dir, features.DEAD_LETTER_DIR, label.lower()), file_name_suffix=".jsonl")
     )
-    keyed = pcoll | f"DeadKey{label}" >> beam.Map(lambda d: (f"{d['kind']}/{d['reason']}", 1))
+    keyed = pcoll | f"DeadKey{label}" >> beam.ParDo(CountDeadLetter())
     return _sum_dict(keyed, f"Dead{label}")
 
 
@@ -493,11 +451,7 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
         | "GroupItemShards" >> beam.GroupByKey()
         | "WriteItems" >> beam.ParDo(WriteItemShard(output_dir, item_shards), train_counts)
     )
-    tables = (
-        items.items
-        | "AllItems" >> beam.combiners.ToList()
-        | "WriteTables" >> beam.Map(_write_tables, output_dir, train_counts, cfg.model.max_item_topics)
-    )
+    tables = build_tables(items.items, train_counts, output_dir, cfg.model.max_item_topics)
     # Per-stage dead letters and stats meet only as side inputs of the
     # manifest writer: no Flatten anywhere (see ShardUserRecords).
     dead = {"Items": items_dead, "ItemDuplicates": items[DEAD], "Users": users_dead, "Dedup": shards[DEAD]}

@@ -21,6 +21,11 @@ from beam.records import BadRow, dead_letter, plausible_timestamp
 
 DEAD = "dead"
 STATS = "stats"
+# Namespace of the Beam counters the prepare stages update while they run
+# (Dataflow's job page shows them live; the manifest has the final counts).
+METRICS_NAMESPACE = "prepare"
+# Rows read between updates of a `<kind>_rows_in` counter.
+PROGRESS_ROWS = 10_000
 # Rows per Parquet record batch (`_iter_parquet`): bounds a reader's memory
 # per file; any value gives the same rows and row numbers.
 PARQUET_BATCH_ROWS = 65_536
@@ -216,6 +221,10 @@ def iter_rows(path: str, fmt: TableFormat) -> Iterator[tuple[int, object, object
 class ReadRecords(beam.DoFn):
     """Reads `(kind, file_index, path)` and emits records, dead letters, stats.
 
+    While it reads, the counter `<kind>_rows_in` (namespace
+    `METRICS_NAMESPACE`) grows every `PROGRESS_ROWS` rows, so a long read
+    shows progress; its final value is the manifest's `counts.<kind>_rows_in`.
+
     One DoFn reads every kind it is given, so records of several kinds can
     leave it in one PCollection (see `beam/prepare.py`: a single producer
     feeding a GroupByKey, no Flatten).
@@ -238,8 +247,11 @@ class ReadRecords(beam.DoFn):
         mapper, fmt = self._specs[kind]
         fmt = fmt or format_for_path(path)
         rows = implausible = 0
+        progress = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{kind}_rows_in")
         for line, row, raw in iter_rows(path, fmt):
             rows += 1
+            if rows % PROGRESS_ROWS == 0:
+                progress.inc(PROGRESS_ROWS)
             if row is None:
                 raw_bytes, err = raw
                 yield beam.pvalue.TaggedOutput(
@@ -254,6 +266,7 @@ class ReadRecords(beam.DoFn):
             timestamp = getattr(record, "timestamp", None)
             implausible += timestamp is not None and not plausible_timestamp(timestamp)
             yield from self.route(kind, record, *side_inputs)
+        progress.inc(rows % PROGRESS_ROWS)
         yield beam.pvalue.TaggedOutput(STATS, (f"{kind}_rows_in", rows))
         if implausible:
             yield beam.pvalue.TaggedOutput(STATS, (f"{kind}_implausible_timestamps", implausible))

@@ -254,3 +254,29 @@ def test_readers_take_only_the_shard_set_the_manifest_names(generic_input):
     (out / "manifest.json").write_text(json.dumps({**manifest, "shards": {"train/implicit": 7}}))
     with pytest.raises(FileNotFoundError, match="names .*train/implicit-\\*-of-00007; found only -of-00003, -of-00005"):
         match_files(f"{out}/train/implicit-*")
+
+
+def test_beam_counters_equal_the_manifest_counts(generic_input, monkeypatch):
+    """Rows read per kind, dead letters per reason and examples per output
+    are live Beam counters (Dataflow's job page); at the end they equal the
+    manifest's counts."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from beam import readers
+
+    monkeypatch.setattr(readers, "PROGRESS_ROWS", 4)  # events-a.csv's 11 rows: two updates of 4, then 3
+    cfg, raw, out = generic_input
+    p = TestPipeline()
+    prepare.build_pipeline(p, cfg, str(out))
+    result = p.run()
+    result.wait_until_finish()
+    counters: dict = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace("prepare"))["counters"]:
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + counter.committed
+    manifest = json.loads((out / "manifest.json").read_text())
+    expected = {f"{kind}_rows_in": manifest["counts"][f"{kind}_rows_in"] for kind in ("events", "items", "follows")}
+    expected.update({f"dead_letter/{key}": n for key, n in manifest["dead_letter"].items()})
+    expected.update({k: v for k, v in manifest["counts"].items() if k.startswith("examples/")})
+    assert {k: v for k, v in counters.items() if v} == {k: v for k, v in expected.items() if v}
+    assert counters["events_rows_in"] == 19 and counters["dead_letter/events/bad_json"] == 2
+    assert counters["examples/train/implicit"] == 4
