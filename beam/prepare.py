@@ -6,7 +6,8 @@ Stages (all Beam; no tensorflow-transform):
   2. items de-duplicated by id; events whose item is unknown -> dead letter;
   3. events grouped into user shards, stably sorted, repeated (user, item)
      pairs -> dead letter (`duplicate_user_item`);
-  4. cutoff T = exact quantile of de-duplicated timestamps (or a given T);
+  4. cutoff T = exact quantile of de-duplicated timestamps (or a given T;
+     none for the `per_user` split: each user's last events are eval);
   5. per user: histories, implicit/explicit train and eval examples, written
      as deterministic shards;
   6. item train counts (CombinePerKey), item table, vocabularies and corpus
@@ -202,8 +203,8 @@ class WriteExampleShard(beam.DoFn):
         item_counts: collections.Counter = collections.Counter()
         follows_total = 0
         for user_id, events, follows in users:
-            if cutoff is None:
-                break
+            if cutoff is None and self._opts.split.mode != "per_user":
+                break  # a temporal split without events has no T, and nothing to build
             built = build_user_records(user_id, events, follows, cutoff, items, self._opts)
             for name in features.EXAMPLE_OUTPUTS:
                 buffers[name].extend(built[name])
@@ -401,7 +402,8 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
 
     Returns:
       dict of PCollections: `manifest` (one dict), `dead` (dead-letter
-      dicts, one PCollection per stage), `cutoff` (one float or None).
+      dicts, one PCollection per stage), `cutoff` (one float, or None for
+      the `per_user` split and for a temporal split without events).
     """
     data = cfg.data
     inputs = source_inputs(cfg, raw_dir)
@@ -434,6 +436,8 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
     )
     if data.split.mode == "timestamp":
         cutoff = pipeline | "FixedCutoff" >> beam.Create([float(data.split.timestamp)])
+    elif data.split.mode == "per_user":  # no global T: each user's last events (user_records.train_flags)
+        cutoff = pipeline | "NoCutoff" >> beam.Create([None])
     else:
         cutoff = shards[TIMESTAMPS] | "Cutoff" >> beam.CombineGlobally(QuantileFn(data.split.quantile))
 

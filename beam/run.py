@@ -98,7 +98,15 @@ def check_examples(manifest: dict, output_dir: str) -> None:
     examples = sum(v for k, v in counts.items() if k.startswith("examples/"))
     raise PrepareFailed(
         f"no training examples ({examples} examples in all): {events['in']} event rows in, {events['kept']} kept, "
-        f"cutoff {manifest['cutoff']}; dead letters: {reasons} (see {FileSystems.join(output_dir, 'dead_letter')})")
+        f"{_split_text(manifest)}; dead letters: {reasons} (see {FileSystems.join(output_dir, 'dead_letter')})")
+
+
+def _split_text(manifest: dict) -> str:
+    """`cutoff T`, or what the per-user split held out (it has no T)."""
+    split = manifest.get("config", {}).get("data", {}).get("split", {})
+    if split.get("mode") == "per_user":
+        return f"per-user split (each user's last {split.get('per_user_eval')} event(s) are eval)"
+    return f"cutoff {manifest['cutoff']}"
 
 
 def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:

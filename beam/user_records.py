@@ -43,11 +43,29 @@ def _item_condition(user_id: str, item_id: str, topics: Sequence[str], seed: int
     return topics[zlib.crc32(f"{seed}|{user_id}|{item_id}".encode()) % len(topics)]
 
 
+def train_flags(events: Sequence[Event], cutoff: float | None, opts: DataConfig) -> list[bool]:
+    """Which of one user's events (SPEC §6 order) are training events.
+
+    Temporal modes (`quantile`, `timestamp`): timestamp < T. `per_user`
+    (T unused): all but the last `split.per_user_eval` (N); a user with fewer
+    than N + `min_history` events trains on every event instead, because its
+    first held-out event would have too little history for a record: so every
+    eval user has exactly N eval records, each with at least `min_history`
+    earlier events, and no event is held out without being evaluated.
+    """
+    if opts.split.mode != "per_user":
+        return [e.timestamp < cutoff for e in events]
+    held_out = opts.split.per_user_eval
+    if len(events) < held_out + opts.min_history:
+        return [True] * len(events)
+    return [True] * (len(events) - held_out) + [False] * held_out
+
+
 def build_user_records(
     user_id: str,
     events: Sequence[Event],
     follows: Sequence[str],
-    cutoff: float,
+    cutoff: float | None,
     items: Mapping[str, tuple[tuple[str, ...], bool]],
     opts: DataConfig,
 ) -> dict:
@@ -57,30 +75,36 @@ def build_user_records(
       user_id: the user.
       events: the user's de-duplicated events in SPEC §6 order.
       follows: followed topics from the follows input (may be empty).
-      cutoff: T; train = timestamp < T.
+      cutoff: T; train = timestamp < T (None and unused for the `per_user`
+        split, see `train_flags`).
       items: item_id -> (topics, features_valid).
-      opts: the data config (history length, association, follow rules).
+      opts: the data config (split, history length, association, follow rules).
 
     Returns:
       dict with serialized examples per output (`features.EXAMPLE_OUTPUTS`),
       `train_items` (item ids of training-period events), `follows`, and
-      `counts` (train/eval events, events without enough history).
+      `counts` (train/eval events, events without enough history; with the
+      `per_user` split, `users_train_only`: 1 for a user with events but too
+      few to hold any out).
     """
+    is_train_event = train_flags(events, cutoff, opts)
     if opts.derive_follows:
         follows = derive_follows(
-            [items[e.item_id][0] for e in events if e.timestamp < cutoff and not e.negative],
+            [items[e.item_id][0] for e, train in zip(events, is_train_event) if train and not e.negative],
             opts.follow_min_share,
             opts.max_follows,
         )
     follows = list(follows)
     out: dict = {name: [] for name in features.EXAMPLE_OUTPUTS}
     counts = {"train_events": 0, "eval_events": 0, "events_below_min_history": 0}
+    if opts.split.mode == "per_user":
+        counts["users_train_only"] = int(bool(events) and all(is_train_event))
     pieces = [features.bytes_piece(e.item_id) for e in events]
     hist_neg = [int(e.negative) for e in events]
     hist_valid = features.history_validity(hist_neg, [items[e.item_id][1] for e in events])
     train_items = []
     for position, event in enumerate(events):
-        is_train = event.timestamp < cutoff
+        is_train = is_train_event[position]
         counts["train_events" if is_train else "eval_events"] += 1
         if is_train:
             train_items.append(event.item_id)

@@ -96,19 +96,27 @@ class SyntheticConfig:
 
 @dataclasses.dataclass
 class SplitConfig:
-    """Temporal split (SPEC §6): train = timestamp < T.
+    """The train/eval split: temporal (SPEC §6, train = timestamp < T) or per user.
 
     Attributes:
-      mode: `quantile` (T = numpy.quantile of de-duplicated timestamps) or
-        `timestamp` (T given).
+      mode: `quantile` (T = numpy.quantile of de-duplicated timestamps),
+        `timestamp` (T given) or `per_user` (no T: each user's last
+        `per_user_eval` events, in SPEC §6 order, are eval events; for logs
+        whose timestamps are only positions). A user with fewer than
+        `per_user_eval + data.min_history` events has no eval event (every
+        one of them trains), so every eval user has exactly `per_user_eval`
+        eval records. Histories, validity and min_history are as in the
+        temporal modes.
       quantile: the quantile of `quantile` mode (0.9: the last 10% of events
         are the eval period).
       timestamp: T in unix seconds for `timestamp` mode.
+      per_user_eval: `per_user` mode: eval events per user (N >= 1).
     """
 
     mode: str = "quantile"
     quantile: float = 0.9
     timestamp: int = 0
+    per_user_eval: int = 1
 
 
 @dataclasses.dataclass
@@ -409,7 +417,7 @@ def config_flags() -> dict[str, str]:
 
 _CHOICES = {
     ("data", "source", "format"): ("synthetic", "generic", "ml-latest-small", "ml-100k"),
-    ("data", "split", "mode"): ("quantile", "timestamp"),
+    ("data", "split", "mode"): ("quantile", "timestamp", "per_user"),
     ("data", "explicit_association"): ("source", "item"),
     ("model", "kind"): ("single", "dcm", "mind", "sa", "tokens", "pfs", "cr"),
     ("model", "init"): ("va_fpi", "fpi", "gaussian"),
@@ -517,6 +525,7 @@ _RANGES: dict[str, tuple] = {
     "data.synthetic.num_shards": _at_least(1),
     "data.split.quantile": _FRACTION,
     "data.split.timestamp": _at_least(0),
+    "data.split.per_user_eval": _at_least(1),
     "data.history_length": _at_least(1),
     "data.min_history": _at_least(1),
     "data.negative_rating_max": ((lambda v: True), "a finite number"),

@@ -69,6 +69,52 @@ def test_derived_follows_use_training_period_only():
     assert len(out[features.EVAL_IMPLICIT]) == 1
 
 
+def _per_user(per_user_eval=1, **kwargs) -> DataConfig:
+    from trainer.config import SplitConfig
+
+    return DataConfig(split=SplitConfig(mode="per_user", per_user_eval=per_user_eval), **kwargs)
+
+
+def test_per_user_split_holds_out_each_users_last_events():
+    # Timestamps are positions; the order is SPEC §6's (timestamp, file, line), not the list's.
+    events = [ev("a", 1, 1), ev("b", 2, 2), ev("c", 3, 3, negative=True), ev("d", 4, 4)]
+    out = build_user_records("u", events, [], None, ITEMS, _per_user(2))
+    train = [_parse(r) for r in out[features.TRAIN_IMPLICIT]]
+    evals = [_parse(r) for r in out[features.EVAL_IMPLICIT]]
+    assert [(r["target"], r["history"]) for r in train] == [("b", ["a"])]
+    # The negative c is an eval target, and invalid in d's history, which
+    # holds every earlier event (the other eval event included).
+    assert [(r["target"], r["history"], r["valid"]) for r in evals] == [("c", ["a", "b"], [1, 1]),
+                                                                          ("d", ["a", "b", "c"], [1, 1, 0])]
+    assert out["counts"] == {"train_events": 2, "eval_events": 2, "events_below_min_history": 1,
+                             "users_train_only": 0}
+    assert out["train_items"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("n_events, n_eval, min_history, eval_records", [
+    (1, 1, 1, 0),  # 1 < 1 + 1: trains only (and has no record at all)
+    (2, 1, 1, 1),
+    (3, 2, 2, 0),  # 3 < 2 + 2: the first held-out event would have 1 earlier event; the user trains only
+    (4, 2, 2, 2),
+])
+def test_per_user_split_rule_for_short_users(n_events, n_eval, min_history, eval_records):
+    """A user with fewer than per_user_eval + min_history events trains on
+    every event and has no eval record; otherwise exactly per_user_eval."""
+    events = [ev(item, t, t) for t, item in enumerate("abcd"[:n_events], start=1)]
+    out = build_user_records("u", events, [], None, ITEMS, _per_user(n_eval, min_history=min_history))
+    assert len(out[features.EVAL_IMPLICIT]) == eval_records
+    assert out["counts"]["eval_events"] == eval_records
+    assert out["counts"]["users_train_only"] == int(eval_records == 0)
+    assert len(out["train_items"]) == n_events - eval_records
+
+
+def test_per_user_split_derives_follows_from_training_events_only():
+    # Training: a (t1), b (t2|t1); held out: d (t2) must not count, whatever its timestamp.
+    events = [ev("a", 1, 1), ev("b", 2, 2), ev("d", 3, 3)]
+    opts = _per_user(derive_follows=True, follow_min_share=0.3)
+    assert build_user_records("u", events, [], None, ITEMS, opts)["follows"] == ["t1"]
+
+
 def test_derive_follows_rule():
     assert derive_follows([("x",), ("x", "y"), ("z",)], 0.3, 5) == ["x", "z"]
     assert derive_follows([("x",), ("y",), ("z",), ("w",)], 0.3, 5) == ["w"]  # all below: top one
