@@ -41,7 +41,7 @@ def test_overrides_are_typed():
     [
         ("data.histroy_length=3", "unknown key(s) ['histroy_length']"),
         ("data.history_length=abc", "data.history_length: expected int"),
-        ("data.split.mode=random", "'random' is not one of ['quantile', 'timestamp']"),
+        ("data.split.mode=random", "'random' is not one of ['quantile', 'timestamp', 'per_user']"),
         ("data.derive_follows=maybe", "expected true/false"),
     ],
 )
