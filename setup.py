@@ -25,19 +25,25 @@ BENCH = ["implicit==0.7.2", "scipy"]
 # 2.20 and Beam 2.77 need.
 SERVING = ["scann==1.4.2", "grpcio-health-checking==1.80.*", "prometheus-client"]
 REPORT = ["matplotlib"]
+# The Kubeflow Pipelines SDK: compiles `mer.kubeflow`'s pipeline, and is KFP's
+# executor inside the training image. 2.16 installs next to TensorFlow 2.20 and
+# Beam 2.77 changing nothing they need (protobuf 6 stays); 2.17 pins requests
+# and urllib3 to exact versions.
+KUBEFLOW = ["kfp==2.16.*"]
 EXTRAS = {
     "serving": SERVING,
     # Dataflow runner and GCS/BigQuery IO for `mer prepare` / `mer embed-items`.
     # gs:// paths in TensorFlow need nothing more: TF 2.20 registers the gs
     # filesystem itself (tf.io.gfile.get_registered_schemes()).
     "gcp": ["apache-beam[gcp]==2.77.*"],
-    # Kubeflow Pipelines SDK (deploy/); the TFJob spec itself needs nothing.
-    "kubeflow": ["kfp>=2,<3"],
+    # The Kubeflow pipeline (mer/kubeflow/); the TFJob spec itself needs nothing.
+    "kubeflow": KUBEFLOW,
     # bench: reference baselines of benchmarks/quality.py (ALS, co-occurrence).
     "bench": BENCH,
     # `mer report`: the HTML run report's plots.
     "report": REPORT,
-    "test": ["pytest", "pytest-timeout", "pytest-xdist", "grpcio-tools==1.80.*", *SERVING, *BENCH, *REPORT],
+    "test": ["pytest", "pytest-timeout", "pytest-xdist", "grpcio-tools==1.80.*", *SERVING, *BENCH, *REPORT,
+             *KUBEFLOW],
 }
 
 setup(

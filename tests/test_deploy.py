@@ -145,6 +145,8 @@ def test_train_image_entrypoint_is_the_training_module():
     assert entry == ["python", "-m", "trainer.task"]
     assert importlib.util.find_spec(entry[2]) is not None
     assert "gcp" in _extras(dockerfile)
+    # The Kubeflow pipeline runs every stage in this image: ScaNN for build-index, KFP's executor.
+    assert {"serving", "kubeflow"} <= set(_extras(dockerfile))
 
 
 def test_serve_image_entrypoint_is_the_mer_console_script_and_exposes_its_ports():
@@ -271,6 +273,7 @@ def test_serving_dependencies_are_an_extra_that_test_installs():
     assert names(kwargs["extras_require"]["gcp"]) == {"apache-beam"}
     assert any(r.startswith("apache-beam[gcp]==2.77") for r in kwargs["extras_require"]["gcp"])
     assert names(kwargs["extras_require"]["kubeflow"]) == {"kfp"}
+    assert set(kwargs["extras_require"]["kubeflow"]) <= set(kwargs["extras_require"]["test"])  # CI runs the pipeline
     assert "configs/*.yaml" in kwargs["package_data"]["trainer"]
 
 
