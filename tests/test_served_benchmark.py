@@ -24,7 +24,9 @@ def test_served_scores_the_eval_split_or_the_validation_carve(world, trained, tm
     (work / "runs" / "dcm" / "seed0").mkdir(parents=True)
     (work / "prepared-source").symlink_to(world)
     (work / "runs" / "dcm" / "seed0" / "model").symlink_to(trained["dcm"])
-    np.savez(work / "runs" / "dcm" / "seed0" / "ranks.npz", ranks=np.ones(1))  # SPEC §6 column: unused here
+    # The SPEC §6 column's cached ranks (as benchmarks/quality.py saves them).
+    np.savez(work / "runs" / "dcm" / "seed0" / "ranks.npz", ranks=np.ones(3), segments=np.array(["1-4"] * 3),
+             diversity=np.ones(3))
     cfg = load_config("synthetic-small")
     pattern = f"{world}/{features.TRAIN_IMPLICIT}-*{features.TFRECORD_SUFFIX}"
     carve = validation_split(target_timestamps(pattern), cfg.train.validation_fraction)
