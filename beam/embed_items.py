@@ -24,8 +24,10 @@ import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from common import contract
+from common.progress import Progress, report
 
 log = logging.getLogger(__name__)
+METRICS_NAMESPACE = "embed_items"  # the `items` counter; also the progress channel (`common.progress.report`)
 CATALOG = "assets.extra/catalog.tsv"
 SHARD_PREFIX = "part"
 ROW, ITEM_ID, TOPICS, EMBEDDING = "row", "item_id", "topics", "embedding"
@@ -77,10 +79,19 @@ def catalog_path(item_version_dir: str) -> str:
     return path
 
 
+def catalog_size(catalog: str, all_items: bool = False) -> int:
+    """Items the pipeline embeds: the catalog's corpus rows (every row if `all_items`)."""
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(catalog) as handle:
+        return sum(1 for line in handle if line.strip() and (all_items or parse_catalog_line(line)["in_corpus"]))
+
+
 def encode_embedding(key: tuple, result: PredictionResult) -> bytes:
     import tensorflow as tf
 
-    beam.metrics.Metrics.counter("embed_items", "items").inc()
+    beam.metrics.Metrics.counter(METRICS_NAMESPACE, "items").inc()
+    report(METRICS_NAMESPACE)
     row, topics = key
     feature = {
         ROW: tf.train.Feature(int64_list=tf.train.Int64List(value=[row])),
@@ -159,7 +170,7 @@ def run_embed_items(base: str, retriever: str = contract.IMPLICIT, version: int 
     """
     import tensorflow as tf
 
-    from beam.run import pipeline_options
+    from beam.run import pipeline_options, run_pipeline
 
     if retriever not in contract.RETRIEVERS:
         raise ValueError(f"retriever={retriever!r}; allowed: {', '.join(contract.RETRIEVERS)}")
@@ -170,30 +181,31 @@ def run_embed_items(base: str, retriever: str = contract.IMPLICIT, version: int 
     final = contract.embeddings_dir(base, retriever, version)
     tmp = contract.join(base, contract.EMBEDDINGS_DIR, retriever, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
     started = time.time()
-    log.info("embedding the catalog of %s with RunInference", model_path)
-    p = beam.Pipeline(options=pipeline_options(beam_args))
-    build_pipeline(p, catalog, model_path, contract.join(tmp, SHARD_PREFIX), num_shards, all_items)
-    result = p.run()
-    result.wait_until_finish()
-    seconds = time.time() - started
-    counters = result.metrics().query(beam.metrics.MetricsFilter().with_name("items"))["counters"]
-    items = int(sum(c.committed or 0 for c in counters))
-    summary = {"model": model_path, "items": items, "all_items": all_items, "seconds": round(seconds, 2),
-               "items_per_second": round(items / max(seconds, 1e-9), 1), "output": final}
-    if not items:
-        tf.io.gfile.rmtree(tmp)
-        raise ValueError(f"{catalog}: no item to embed (no corpus item; --all_items embeds every item)")
-    with tf.io.gfile.GFile(contract.join(tmp, "embed.json"), "w") as handle:
-        handle.write(json.dumps(summary, indent=2) + "\n")
-    # A rerun of the same (immutable) model version replaces the old output
-    # only once the new one is complete.
-    old = f"{tmp}-old"
-    if tf.io.gfile.exists(final):
-        tf.io.gfile.rename(final, old)
-    tf.io.gfile.rename(tmp, final)
-    if tf.io.gfile.exists(old):
-        tf.io.gfile.rmtree(old)
-    log.info("embedded %d items in %.1f s (%.0f items/s) -> %s", items, seconds, summary["items_per_second"], final)
+    log.debug("embedding the catalog of %s with RunInference", model_path)
+    with Progress(f"embed items {retriever} (RunInference)", catalog_size(catalog, all_items), "items", log,
+                  tick=True, channel=METRICS_NAMESPACE) as bar:
+        p = beam.Pipeline(options=pipeline_options(beam_args))
+        build_pipeline(p, catalog, model_path, contract.join(tmp, SHARD_PREFIX), num_shards, all_items)
+        result = run_pipeline(p, bar, METRICS_NAMESPACE, lambda name: name if name == "items" else None)
+        seconds = time.time() - started
+        counters = result.metrics().query(beam.metrics.MetricsFilter().with_name("items"))["counters"]
+        items = int(sum(c.committed or 0 for c in counters))
+        summary = {"model": model_path, "items": items, "all_items": all_items, "seconds": round(seconds, 2),
+                   "items_per_second": round(items / max(seconds, 1e-9), 1), "output": final}
+        if not items:
+            tf.io.gfile.rmtree(tmp)
+            raise ValueError(f"{catalog}: no item to embed (no corpus item; --all_items embeds every item)")
+        with tf.io.gfile.GFile(contract.join(tmp, "embed.json"), "w") as handle:
+            handle.write(json.dumps(summary, indent=2) + "\n")
+        # A rerun of the same (immutable) model version replaces the old output
+        # only once the new one is complete.
+        old = f"{tmp}-old"
+        if tf.io.gfile.exists(final):
+            tf.io.gfile.rename(final, old)
+        tf.io.gfile.rename(tmp, final)
+        if tf.io.gfile.exists(old):
+            tf.io.gfile.rmtree(old)
+        bar.set(items, note=f"embeddings in {final}")  # the final line: items, seconds, items/s
     return summary
 
 

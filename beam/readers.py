@@ -18,6 +18,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam.records import BadRow, dead_letter, plausible_timestamp
+from common.progress import report
 
 DEAD = "dead"
 STATS = "stats"
@@ -224,6 +225,8 @@ class ReadRecords(beam.DoFn):
     While it reads, the counter `<kind>_rows_in` (namespace
     `METRICS_NAMESPACE`) grows every `PROGRESS_ROWS` rows, so a long read
     shows progress; its final value is the manifest's `counts.<kind>_rows_in`.
+    The same amounts go to `common.progress.report`, the launcher's bar
+    when this DoFn runs in its process (DirectRunner in_memory).
 
     One DoFn reads every kind it is given, so records of several kinds can
     leave it in one PCollection (see `beam/prepare.py`: a single producer
@@ -252,6 +255,7 @@ class ReadRecords(beam.DoFn):
             rows += 1
             if rows % PROGRESS_ROWS == 0:
                 progress.inc(PROGRESS_ROWS)
+                report(METRICS_NAMESPACE, PROGRESS_ROWS, kind)
             if row is None:
                 raw_bytes, err = raw
                 yield beam.pvalue.TaggedOutput(
@@ -267,6 +271,7 @@ class ReadRecords(beam.DoFn):
             implausible += timestamp is not None and not plausible_timestamp(timestamp)
             yield from self.route(kind, record, *side_inputs)
         progress.inc(rows % PROGRESS_ROWS)
+        report(METRICS_NAMESPACE, rows % PROGRESS_ROWS, kind)
         yield beam.pvalue.TaggedOutput(STATS, (f"{kind}_rows_in", rows))
         if implausible:
             yield beam.pvalue.TaggedOutput(STATS, (f"{kind}_implausible_timestamps", implausible))

@@ -9,18 +9,25 @@ default is DirectRunner in multi-process mode with one worker per core.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
+from typing import Callable
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
 
 from beam import prepare, synthetic
+from beam.readers import METRICS_NAMESPACE
 from beam.shard_writer import write_text
+from common.progress import Progress
 from trainer import features
 from trainer.config import MerConfig, dump_config
 
+log = logging.getLogger(__name__)
 
 # What each stage writes at the top of its output directory: names (files or
 # directories; `<name>.tmp-*` are interrupted writes) and, ending in `-`, prefixes.
@@ -122,13 +129,54 @@ def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:
     return PipelineOptions(args)
 
 
+POLL_S = 15  # a remote runner's live counters are read this often
+
+
+def run_pipeline(p: beam.Pipeline, bar: Progress, namespace: str | None = None,
+                 key_of: Callable[[str], str | None] = lambda name: None):
+    """`p.run()` to the end, feeding `bar` with the runner's live counters where it has them.
+
+    Why: DirectRunner's `run()` returns when the pipeline is done (its
+    DoFns feed the bar through `common.progress.report` when they run in
+    this process); Dataflow's returns at once, and its counters (namespace
+    `namespace`, counter `name` counted under `key_of(name)`, None = not
+    shown) can be read while it runs.
+
+    Returns:
+      The finished `PipelineResult`.
+    """
+    result = p.run()
+    while namespace and not PipelineState.is_terminal(result.state):  # `state` asks the service
+        time.sleep(POLL_S)
+        try:
+            counters = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
+        except Exception:  # noqa: BLE001 -- live counters are a nicety; a runner without them just waits
+            break
+        counts = {}
+        for counter in counters:
+            key = key_of(counter.key.metric.name)
+            if key is not None:
+                counts[key] = counts.get(key, 0) + int(counter.attempted or 0)
+        if counts:
+            bar.set(counts=counts)
+    result.wait_until_finish()
+    return result
+
+
+def _rows_kind(name: str) -> str | None:
+    return name[: -len("_rows_in")] if name.endswith("_rows_in") else None
+
+
 def generate_synthetic(cfg: MerConfig, raw_dir: str, beam_args: list[str] | None = None) -> float:
     """Writes the synthetic world's raw files; returns seconds taken."""
     check_writable(raw_dir)
     start = time.perf_counter()
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+    with Progress("synthesize (Beam)", logger=log, tick=True) as bar:
+        p = beam.Pipeline(options=pipeline_options(beam_args))
         synthetic.build_pipeline(p, cfg.data.synthetic, raw_dir)
-    synthetic.write_world_summary(cfg.data.synthetic, raw_dir)
+        run_pipeline(p, bar)
+        synthetic.write_world_summary(cfg.data.synthetic, raw_dir)
+        bar.note = f"raw files in {raw_dir}"
     return time.perf_counter() - start
 
 
@@ -150,15 +198,24 @@ def run_prepare(cfg: MerConfig, output_dir: str, beam_args: list[str] | None = N
     if cfg.data.source.format == "synthetic" and raw_dir is None:
         raw_dir = FileSystems.join(output_dir, "raw")
         generate_synthetic(cfg, raw_dir, beam_args)
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+    # Rows read per input kind while it runs (in-process DirectRunner, or a
+    # remote runner's live counters); the final line has the manifest's counts.
+    with Progress("prepare (Beam)", unit="rows", logger=log, tick=True, channel=METRICS_NAMESPACE) as bar:
+        p = beam.Pipeline(options=pipeline_options(beam_args))
         prepare.build_pipeline(p, cfg, output_dir, raw_dir)
-    manifest = read_manifest(output_dir)
-    broken = {k: v for k, v in manifest["balance"].items() if not v["ok"]}
-    if broken:
-        raise RuntimeError(f"prepare: rows in != kept + dead letter: {broken}")
-    check_examples(manifest, output_dir)
-    # Last: a config.yaml only ever sits next to the outputs it produced.
-    write_text(FileSystems.join(output_dir, features.RESOLVED_CONFIG), dump_config(cfg))
+        run_pipeline(p, bar, METRICS_NAMESPACE, _rows_kind)
+        manifest = read_manifest(output_dir)
+        broken = {k: v for k, v in manifest["balance"].items() if not v["ok"]}
+        if broken:
+            raise RuntimeError(f"prepare: rows in != kept + dead letter: {broken}")
+        check_examples(manifest, output_dir)
+        # Last: a config.yaml only ever sits next to the outputs it produced.
+        write_text(FileSystems.join(output_dir, features.RESOLVED_CONFIG), dump_config(cfg))
+        counts = manifest["counts"]
+        bar.set(counts={kind: counts[f"{kind}_rows_in"] for kind in ("events", "items", "follows")
+                        if f"{kind}_rows_in" in counts})
+        bar.note = (f"{counts.get('examples/train/implicit', 0):,} training / {counts.get('examples/eval/implicit', 0):,} "
+                    f"eval examples in {output_dir}")
     return manifest
 
 

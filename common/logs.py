@@ -1,7 +1,9 @@
 """One logging setup for every `mer` command.
 
-The project's own progress is INFO on stderr; Beam's INFO lines, absl and
-TensorFlow's C++ warnings are hidden unless `verbose` (`-v`).
+The project's own progress is INFO on stderr (`common/progress.py`: a bar
+on a terminal, a line every 30 s elsewhere, one final line per stage);
+Beam's INFO lines, absl and TensorFlow's C++ warnings are hidden unless
+`verbose` (`-v`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ def setup_logging(verbose: bool = False) -> None:
     # Third-party libraries (Beam logs to the root logger) stay at WARNING.
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
-    if not verbose:
-        for handler in logging.getLogger().handlers:
+    from common.progress import make_room
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(make_room)  # a log line never lands in the middle of a progress bar
+        if not verbose:
             handler.addFilter(_known_noise)
     for name in OURS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)

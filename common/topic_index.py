@@ -31,6 +31,7 @@ import numpy as np
 from common import contract
 from common.item_index import (PAD_ROW, IndexConfig, build_searcher, exact_search, overlap_at_k, read_searcher,
                                resolve_config, search_searcher, write_searcher)
+from common.progress import Progress
 
 log = logging.getLogger(__name__)
 MANIFEST = "topics.json"
@@ -107,14 +108,16 @@ def build_topic_indexes(embeddings: np.ndarray, item_topics: list[list[str]], cf
     out = {}
     members = topic_members(item_topics)
     large = sorted((t for t, rows in members.items() if len(rows) >= min_items), key=lambda t: -len(members[t]))
-    for topic in large:
-        rows = members[topic]
-        resolved = resolve_config(len(rows), dataclasses.replace(cfg, **TOPIC_AUTO))
-        out[topic] = TopicIndex(topic, rows, build_searcher(np.ascontiguousarray(embeddings[rows]), resolved),
-                                resolved, embeddings.shape[1])
-    if out:
-        log.info("%d topic indexes (topics with >= %d items; the largest %d items)", len(out), min_items,
-                 len(members[large[0]]))
+    if not large:
+        return out
+    with Progress("topic indexes", len(large), "indexes", log) as bar:
+        for topic in large:
+            rows = members[topic]
+            resolved = resolve_config(len(rows), dataclasses.replace(cfg, **TOPIC_AUTO))
+            out[topic] = TopicIndex(topic, rows, build_searcher(np.ascontiguousarray(embeddings[rows]), resolved),
+                                    resolved, embeddings.shape[1])
+            bar.update()
+        bar.note = f"topics with >= {min_items:,} items; the largest {len(members[large[0]]):,} items"
     return out
 
 

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from common import contract
+from common.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -80,25 +81,34 @@ def run_build_index(base: str, retriever: str = contract.IMPLICIT, version: int 
     if retriever not in contract.RETRIEVERS:
         raise ValueError(f"retriever={retriever!r}; allowed: {', '.join(contract.RETRIEVERS)}")
     version = version or contract.latest_model_version(base, contract.ITEM_MODEL[retriever])
-    items = read_embeddings(contract.embeddings_dir(base, retriever, version))
-    users, source = user_query_embeddings(base, retriever, version, data_dir, queries)
-    cfg = retriever_config(retriever, cfg)
-    started = time.time()
-    index = build_index(items["embeddings"], items["item_ids"], items["topics"], cfg)
-    build_seconds = time.time() - started
-    if len(users) < queries:
-        log.warning("recall measured on %d user embeddings (fewer than %d available from %s)", len(users), queries, source)
-    recall = None
-    if len(users):
-        recall = recall_at_k(index, items["embeddings"], users, min(recall_k, len(items["item_ids"])))
-        recall["query_source"] = source
-        if "topic_indexes" in recall:
-            log.info("%d topic indexes: recall@%d %.4f (worst topic %.4f)", len(index.topic_indexes), recall_k,
-                     recall["topic_indexes"]["recall"], recall["topic_indexes"]["recall_min"])
-    target = contract.index_dir(base, retriever, version)
-    if overwrite and tf.io.gfile.exists(target):
-        tf.io.gfile.rmtree(target)
-    save(index, target, recall)
+    # One bar over the whole build (its phases as the note); the final line is the build's own.
+    with Progress(f"index {retriever} (ScaNN)", logger=log, tick=True) as bar:
+        bar.note = "reading the item embeddings"
+        items = read_embeddings(contract.embeddings_dir(base, retriever, version))
+        bar.note = "user embeddings for the recall report"
+        users, source = user_query_embeddings(base, retriever, version, data_dir, queries)
+        cfg = retriever_config(retriever, cfg)
+        bar.note = f"building over {len(items['item_ids']):,} items"
+        started = time.time()
+        index = build_index(items["embeddings"], items["item_ids"], items["topics"], cfg)
+        build_seconds = time.time() - started
+        if len(users) < queries:
+            log.warning("recall measured on %d user embeddings (fewer than %d available from %s)", len(users),
+                        queries, source)
+        recall = None
+        if len(users):
+            bar.note = f"recall@{recall_k} over {len(users):,} user embeddings"
+            recall = recall_at_k(index, items["embeddings"], users, min(recall_k, len(items["item_ids"])))
+            recall["query_source"] = source
+            if "topic_indexes" in recall:
+                log.info("%d topic indexes: recall@%d %.4f (worst topic %.4f)", len(index.topic_indexes), recall_k,
+                         recall["topic_indexes"]["recall"], recall["topic_indexes"]["recall_min"])
+        bar.note = "saving"
+        target = contract.index_dir(base, retriever, version)
+        if overwrite and tf.io.gfile.exists(target):
+            tf.io.gfile.rmtree(target)
+        save(index, target, recall)
+        bar.close(quiet=True)
     summary = {"index": target, "items": len(items["item_ids"]), "config": index.config.__dict__,
                "topic_indexes": {t: len(i.rows) for t, i in index.topic_indexes.items()},
                "build_seconds": round(build_seconds, 2), "recall": recall}

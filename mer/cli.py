@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 STAGES = ("synthesize", "prepare", "train", "evaluate", "export", "embed-items", "build-index", "serve", "query",
@@ -36,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--overwrite", action="store_true",
                              help="replace an earlier run's outputs in --output_dir (refused otherwise)")
         command.add_argument("-v", "--verbose", action="store_true",
-                             help="on an error, print the traceback too (by default: one line)")
+                             help="show Beam's own logs and, on an error, the traceback (by default: one line)")
         command.set_defaults(command=command)
         command.epilog = "Arguments after `--` are Beam pipeline options (e.g. -- --runner=DataflowRunner)."
     prep.add_argument("--raw_dir", default=None,
@@ -85,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if unknown:
         args.command.error(f"unrecognized arguments: {' '.join(unknown)} (Beam pipeline options go after `--`)")
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    from common.logs import setup_logging
+
+    setup_logging(args.verbose)  # progress on stderr; Beam's own INFO lines only with -v
     from beam.run import generate_synthetic, run_prepare
     from trainer.config import load_config
 

@@ -24,18 +24,24 @@ log = logging.getLogger("mer.demo")
 
 
 class Stages:
-    """One progress line per stage, with elapsed time."""
+    """One progress line per stage, with elapsed time.
+
+    While a stage runs, a bar shows its elapsed time on a terminal (a line
+    every 30 s elsewhere); the stage's own bars (Beam rows, epochs, items
+    embedded, indexes built) draw inside it (`common/progress.py`).
+    """
 
     def __init__(self):
         self.started = time.time()
         self.times: dict[str, float] = {}
 
     def run(self, name: str, fn, *args, **kwargs):
-        t = time.time()
-        log.info("[%s] ...", name)
-        out = fn(*args, **kwargs)
-        self.times[name] = round(time.time() - t, 1)
-        log.info("[%s] done in %.1f s (total %.0f s)", name, self.times[name], time.time() - self.started)
+        from common.progress import Progress
+
+        with Progress(f"[{name}]", logger=log, tick=True) as bar:
+            out = fn(*args, **kwargs)
+            self.times[name] = round(bar.elapsed, 1)
+            bar.close(f"[{name}] done in {self.times[name]:.1f} s (total {time.time() - self.started:.0f} s)")
         return out
 
 
@@ -110,7 +116,7 @@ def show_user(client, request: dict, topic_of: dict, top: int = 10) -> dict:
     return served
 
 
-def run(run_dir: str, epochs: int, steps: int, verbose: bool, source=None, overrides: list[str] | None = None,
+def run(run_dir: str, epochs: int, steps: int, source=None, overrides: list[str] | None = None,
         eval_records: int = 0) -> dict:
     """Prepare, train, evaluate, export, embed and index into `run_dir`.
 
@@ -131,15 +137,13 @@ def run(run_dir: str, epochs: int, steps: int, verbose: bool, source=None, overr
     data, dcm, cr, base = (f"{run_dir}/{n}" for n in ("data", "dcm", "cr", "export"))
     beam_args = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
     overrides = list(overrides or [])
-    manifest = stages.run("prepare (Beam)", run_prepare, source.load(overrides), data, beam_args,
-                          raw_dir=source.raw_dir)
-    log.info("prepared %s training / %s eval examples", manifest["counts"].get("examples/train/implicit"),
-             manifest["counts"].get("examples/eval/implicit"))
+    stages.run("prepare (Beam)", run_prepare, source.load(overrides), data, beam_args,  # logs the example counts
+               raw_dir=source.raw_dir)
     for kind, model_dir in (("dcm", dcm), ("cr", cr)):
         cfg = source.load([f"train.epochs={epochs}"] + ([f"train.steps_per_epoch={steps}"] if steps else [])
                           + overrides + [f"model.kind={kind}"])
         summary = stages.run(f"train {kind}", train, cfg, data, runtime.resolve(model_dir=model_dir, env={}),
-                             verbose=2 if verbose else 0)
+                             verbose=2)  # a bar per epoch; its final line has the validation HR
         log.info("%s: %d steps, best %s %.4f at epoch %s", kind, summary["optimizer_steps"], summary["monitor"],
                  summary["best_validation"] or 0.0, summary["best_epoch"])
     from trainer import evaluate
@@ -218,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mer demo: error: {err}", file=sys.stderr)
         return 2
     log.info("data: %s (%s%s)", args.config, source.format, f", {source.path}" if source.path else ", generated")
-    out = run(args.run_dir, args.epochs, args.steps, args.verbose, source, args.set, args.eval_records)
+    out = run(args.run_dir, args.epochs, args.steps, source, args.set, args.eval_records)
     served, users = serve_and_query(out["base"], out["data"], args.records, out["stages"])
     print("\nserved HR@K through `mer serve` (eval records, budget 100, de-duplicated merged list):")
     print(f"{'':<20}" + "".join(f"{k:>9}" for k in ("hr@20", "hr@50", "hr@100", "records")))

@@ -38,6 +38,7 @@ it reads. What it does:
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 
@@ -114,7 +115,10 @@ def _validation_callback(model, corpus, data_dir, cfg, split, rt: runtime.Runtim
 def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, callbacks=()) -> dict:
     """Trains `cfg` on the prepared data in `data_dir`; returns the summary.
 
-    `callbacks`: extra Keras callbacks, run after the job's own.
+    `verbose`: 2 = a progress bar per epoch (`common/progress.py`: one log
+    line per epoch with loss and validation HR where stderr is no terminal),
+    1 = Keras' own bar, 0 = nothing. `callbacks`: extra Keras callbacks, run
+    after the job's own.
     """
     from trainer.data import build_dataset, target_counts, target_timestamps
     from trainer.early_stopping import ResumableEarlyStopping
@@ -157,12 +161,16 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
         callbacks += [validate, stopper]
     callbacks.append(keras.callbacks.TensorBoard(runtime.worker_dir(rt.tensorboard_dir, rt),
                                                  update_freq=cfg.train.log_every_steps))
+    if verbose == 2:  # after the validation callback: its HR is in the epoch's final line
+        from common.progress import epoch_callback
+
+        callbacks.append(epoch_callback(keras.callbacks.Callback, logging.getLogger(__name__)))
     callbacks += extra
     if resume["batches_done"]:
         print(f"trainer.task: resuming from {rt.checkpoint_dir} at epoch {resume['epoch']} step "
               f"{resume['step']}; skipping the {resume['batches_done']} batches already trained", flush=True)
     history = model.fit(data, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks,
-                        verbose=verbose)
+                        verbose=1 if verbose == 1 else 0)
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}
     ran = len(next(iter(history.history.values()), []))
     first_epoch = resume["epoch"]
@@ -237,7 +245,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint_dir", default=None, help="default: $AIP_CHECKPOINT_DIR, else <model_dir>/backup")
     p.add_argument("--tensorboard_dir", default=None,
                    help="default: $AIP_TENSORBOARD_LOG_DIR, else <model_dir>/logs")
-    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
+    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
+                   help="2: a progress bar per epoch (a log line per epoch off a terminal); 1: Keras' own bar; 0: none")
+    p.add_argument("-v", dest="debug_logs", action="store_true", help="also show the INFO logs of TensorFlow and other libraries")
     # Every config key is a flag too (what Vertex AI hyperparameter tuning
     # passes: `--learning_rate=0.01`); they apply after --config and --set.
     keys = p.add_argument_group(
@@ -287,6 +297,9 @@ def final_line(summary: dict, rt: runtime.Runtime) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from common.logs import setup_logging
+
+    setup_logging(args.debug_logs)  # before TensorFlow loads
     try:
         cfg = config_from_args(args)
         rt = runtime.resolve(args.model_dir, args.checkpoint_dir, args.tensorboard_dir)

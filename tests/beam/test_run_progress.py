@@ -1,0 +1,90 @@
+"""Progress of the Beam runs (`beam/run.py`): rows read per input kind reach the
+launcher's bar from an in-process DirectRunner; a remote runner's live counters
+are polled while it runs; a finished local run is not."""
+
+from __future__ import annotations
+
+import logging
+import types
+
+import pytest
+
+from beam import readers, run
+from common import progress
+
+ITEMS = "item_id,topics\na,t1\nb,t2|t1\nc,t3\n"
+EVENTS = "user_id,item_id,timestamp\nu1,a,100\nu1,b,200\nu1,c,400\nu2,b,110\nu2,c,120\nu2,a,350\n"
+
+
+def test_rows_read_reach_the_bar_of_an_in_process_runner_per_kind(tmp_path, monkeypatch):
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    (tmp_path / "items.csv").write_text(ITEMS)
+    (tmp_path / "events.csv").write_text(EVENTS)
+    monkeypatch.setattr(readers, "PROGRESS_ROWS", 4)  # events: 4 rows, then the last 2
+    seen = []
+
+    class Bar(progress.Progress):
+        def update(self, n=1, key=None, note=None):
+            seen.append((key, n))
+            super().update(n, key, note)
+
+    p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"]))
+    as_dict = (lambda row, file_index, line: row, None)
+    readers.read_records(p, "T", {"events": [str(tmp_path / "events.csv")], "items": [str(tmp_path / "items.csv")]},
+                         {"events": as_dict, "items": as_dict})
+    with Bar("prepare (Beam)", unit="rows", logger=logging.getLogger("mer.test"),
+             channel=readers.METRICS_NAMESPACE) as bar:
+        run.run_pipeline(p, bar)
+    assert sorted(seen) == [("events", 2), ("events", 4), ("items", 3)]
+    assert bar.counts == {"events": 6, "items": 3}
+    progress.report(readers.METRICS_NAMESPACE, 5, "events")  # the bar is closed: nobody listens
+    assert bar.count == 9
+
+
+class FakeRemoteResult:
+    """A Dataflow-like result: running for two polls, then done; live counters each poll."""
+
+    def __init__(self):
+        self.polls = 0
+
+    @property
+    def state(self):
+        return "DONE" if self.polls >= 2 else "RUNNING"
+
+    def metrics(self):
+        self.polls += 1
+        counter = lambda name, value: types.SimpleNamespace(  # noqa: E731
+            key=types.SimpleNamespace(metric=types.SimpleNamespace(name=name)), attempted=value)
+        counters = [counter("events_rows_in", 10_000 * self.polls), counter("items_rows_in", 50),
+                    counter("dead_letter/events/bad_timestamp", 3)]
+        return types.SimpleNamespace(query=lambda _filter: {"counters": counters})
+
+    def wait_until_finish(self):
+        return self.state
+
+
+def test_a_remote_runner_is_polled_for_its_live_counters(monkeypatch):
+    monkeypatch.setattr(run, "POLL_S", 0)
+    result = FakeRemoteResult()
+    seen = []
+
+    class Bar(progress.Progress):
+        def set(self, count=None, note=None, counts=None):
+            seen.append(dict(counts))
+            super().set(count, note, counts)
+
+    with Bar("prepare (Beam)", unit="rows", logger=logging.getLogger("mer.test")) as bar:
+        assert run.run_pipeline(types.SimpleNamespace(run=lambda: result), bar, "prepare", run._rows_kind) is result
+    assert seen == [{"events": 10_000, "items": 50}, {"events": 20_000, "items": 50}]
+    assert bar.count == 20_050
+
+
+@pytest.mark.parametrize("state", ["DONE", "FAILED"])
+def test_a_local_runner_is_not_polled(state):
+    result = types.SimpleNamespace(state=state, wait_until_finish=lambda: state,
+                                   metrics=lambda: pytest.fail("polled a finished run"))
+    bar = progress.Progress("x", logger=logging.getLogger("mer.test"))
+    with bar:
+        assert run.run_pipeline(types.SimpleNamespace(run=lambda: result), bar, "prepare", run._rows_kind) is result
