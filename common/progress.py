@@ -280,9 +280,15 @@ def _mark_logged() -> None:
 
 
 def _is_tty(stream) -> bool:
+    """Whether `stream` is a terminal; stderr counts as one when it was one
+    before `common.logs.filter_native_stderr` put a pipe in its place."""
+    from common.logs import native_stderr_is_tty
+
     try:
+        if native_stderr_is_tty() is not None and stream.fileno() == 2:
+            return native_stderr_is_tty()
         return bool(stream.isatty())
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
+    except (AttributeError, ValueError, OSError):  # no isatty/fileno, or a closed stream
         return False
 
 
