@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 
 import numpy as np
 
 from trainer.layers._keras import keras, tf
+
+log = logging.getLogger(__name__)
 
 
 def _write(path: str, data: bytes) -> None:
@@ -77,8 +80,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             return
         path = self._json(self.resume_epoch - 1)
         if not tf.io.gfile.exists(path):
-            print(f"trainer.early_stopping: no early-stopping state at {path}; early stopping restarts "
-                  "(best value and best weights of the epochs before the restart are unknown)", flush=True)
+            log.warning("no early-stopping state at %s; early stopping restarts (best value and best weights "
+                        "of the epochs before the restart are unknown)", path)
             return
         with tf.io.gfile.GFile(path) as handle:
             state = json.load(handle)
@@ -123,5 +126,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
+        if self.stopped_epoch > 0 and self.best_weights is not None:
+            log.info("early stopping after epoch %d; the weights of best epoch %d (%s %.4f) are kept",
+                     self.stopped_epoch + 1, self.best_epoch + 1, self.monitor, self.best)
         if self.is_chief and tf.io.gfile.exists(self.state_dir):
             tf.io.gfile.rmtree(self.state_dir)  # done: nothing left to resume

@@ -157,7 +157,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
         stopper = ResumableEarlyStopping(
             f"{rt.checkpoint_dir}/early_stopping", resume_epoch=resume["epoch"], is_chief=rt.is_chief,
             keep_epochs=ResumableEarlyStopping.keep_for(cfg.train.checkpoint_every_steps, steps),
-            monitor=monitor, mode="max", patience=cfg.train.early_stopping_patience, verbose=1)
+            monitor=monitor, mode="max", patience=cfg.train.early_stopping_patience, verbose=0)
         callbacks += [validate, stopper]
     callbacks.append(keras.callbacks.TensorBoard(runtime.worker_dir(rt.tensorboard_dir, rt),
                                                  update_freq=cfg.train.log_every_steps))

@@ -73,9 +73,10 @@ def test_a_fresh_start_drops_stale_state(tmp_path):
     assert not os.path.exists(state) and fresh.best_weights is None and fresh.epoch_logs == []
 
 
-def test_a_missing_generation_restarts_early_stopping_and_says_so(tmp_path, capsys):
+def test_a_missing_generation_restarts_early_stopping_and_says_so(tmp_path, caplog):
     stopper = _stopper(str(tmp_path / "none"), resume_epoch=2)
     stopper.set_model(_model())
-    stopper.on_train_begin()
-    assert "no early-stopping state" in capsys.readouterr().out
+    with caplog.at_level("WARNING", logger="trainer.early_stopping"):
+        stopper.on_train_begin()
+    assert "no early-stopping state" in caplog.text
     assert stopper.best_weights is None and stopper.first_epoch == 2
