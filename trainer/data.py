@@ -203,30 +203,40 @@ def match_files(pattern: str) -> list[str]:
 
 def target_timestamps(pattern: str) -> np.ndarray:
     """All `target_timestamp`s of the matching records (one cheap pass)."""
+    return target_columns(pattern, with_ids=False)[0]
+
+
+def target_columns(pattern: str, with_ids: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """`(target_timestamp [N], target_item_id [N] or None)` of the matching
+    records, in one pass: the training job's validation carve and logQ warm
+    start read the files once."""
     spec = {features.TARGET_TIMESTAMP: tf.io.FixedLenFeature([], tf.int64)}
-    ds = tf.data.TFRecordDataset(match_files(pattern), num_parallel_reads=4).batch(8192).map(
-        lambda x: tf.io.parse_example(x, spec)[features.TARGET_TIMESTAMP], num_parallel_calls=tf.data.AUTOTUNE)
-    parts = [b.numpy() for b in ds]
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
-
-
-def target_counts(pattern: str, time_range: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct `target_item_id`s, their counts) of the matching records with
-    `lo <= target_timestamp < hi` (one cheap pass; the logQ warm start)."""
-    spec = {features.TARGET_ITEM_ID: tf.io.FixedLenFeature([], tf.string),
-            features.TARGET_TIMESTAMP: tf.io.FixedLenFeature([], tf.int64)}
+    if with_ids:
+        spec[features.TARGET_ITEM_ID] = tf.io.FixedLenFeature([], tf.string)
     ds = tf.data.TFRecordDataset(match_files(pattern), num_parallel_reads=4).batch(8192).map(
         lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
-    ids = []
+    stamps, ids = [], []
     for b in ds:
-        keep = np.ones(len(b[features.TARGET_TIMESTAMP]), bool)
-        if time_range is not None:
-            ts = b[features.TARGET_TIMESTAMP].numpy()
-            keep = (ts >= time_range[0]) & (ts < time_range[1])
-        ids.append(b[features.TARGET_ITEM_ID].numpy()[keep])
-    if not ids:
+        stamps.append(b[features.TARGET_TIMESTAMP].numpy())
+        if with_ids:
+            ids.append(b[features.TARGET_ITEM_ID].numpy())
+    stamps = np.concatenate(stamps) if stamps else np.zeros(0, np.int64)
+    if not with_ids:
+        return stamps, None
+    return stamps, (np.concatenate(ids) if ids else np.zeros(0, object))
+
+
+def target_counts(pattern: str, time_range: tuple[int, int] | None = None,
+                  columns: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct `target_item_id`s, their counts) of the matching records with
+    `lo <= target_timestamp < hi` (the logQ warm start); `columns`: the
+    `target_columns` already read (else one pass over `pattern`)."""
+    stamps, ids = columns if columns is not None else target_columns(pattern)
+    if time_range is not None:
+        ids = ids[(stamps >= time_range[0]) & (stamps < time_range[1])]
+    if not len(ids):
         return np.zeros(0, object), np.zeros(0, np.int64)
-    unique, counts = np.unique(np.concatenate(ids), return_counts=True)
+    unique, counts = np.unique(ids, return_counts=True)
     return unique, counts
 
 

@@ -120,7 +120,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
     1 = Keras' own bar, 0 = nothing. `callbacks`: extra Keras callbacks, run
     after the job's own.
     """
-    from trainer.data import build_dataset, target_counts, target_timestamps
+    from trainer.data import build_dataset, target_columns, target_counts
     from trainer.early_stopping import ResumableEarlyStopping
     from trainer.evaluation import load_corpus
     from trainer.item_table import load_item_table
@@ -132,7 +132,8 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
     strategy = runtime.make_strategy(rt)
     keras.utils.set_random_seed(cfg.train.seed)
     pattern = train_pattern(data_dir, cfg)
-    split = validation_split(target_timestamps(pattern), cfg.train.validation_fraction)
+    columns = target_columns(pattern, with_ids=cfg.train.logq_warm_start)  # one pass for both
+    split = validation_split(columns[0], cfg.train.validation_fraction)
     batch = cfg.train.batch_size
     steps = cfg.train.steps_per_epoch or max(1, split["train_records"] // batch)
     resume = resume_position(rt.checkpoint_dir, steps)
@@ -146,7 +147,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
         create_variables(model, sample_batch(data_dir, cfg))
         model.negative_targets = cfg.train.negative_targets
         if cfg.train.logq_warm_start:  # a resumed job's backup overwrites it with the saved state
-            ids, counts = target_counts(pattern, split["train_range"])
+            ids, counts = target_counts(pattern, split["train_range"], columns)
             model.frequency.warm_start(ids, counts, split["train_records"] / batch)
 
     extra, callbacks = list(callbacks), [

@@ -122,3 +122,22 @@ def test_each_worker_reads_only_its_files(shards):
     assert per_worker[0] == files[0] + files[2]
     assert per_worker[1] == files[1] + files[3]
     assert np.isin(per_worker[0], per_worker[1]).sum() == 0
+
+
+def test_target_columns_read_once_serve_the_carve_and_the_logq_counts(world):
+    from trainer.data import target_columns, target_counts, target_timestamps
+    from trainer.validation import validation_split
+
+    pattern = f"{world}/{features.TRAIN_IMPLICIT}-*"
+    stamps, ids = target_columns(pattern)
+    np.testing.assert_array_equal(stamps, target_timestamps(pattern))
+    split = validation_split(stamps, 0.1)
+    lo, hi = split["train_range"]
+    unique, counts = target_counts(pattern, split["train_range"], (stamps, ids))
+    want = {}
+    for batch in data.build_dataset(pattern, 512, 5, shuffle=False, drop_remainder=False):
+        for item, ts in zip(batch[features.TARGET_ITEM_ID].numpy(), batch[features.TARGET_TIMESTAMP].numpy()):
+            if lo <= ts < hi:
+                want[item] = want.get(item, 0) + 1
+    assert dict(zip(unique.tolist(), counts.tolist())) == want
+    assert sum(want.values()) == split["train_records"]
