@@ -281,8 +281,8 @@ def _mark_logged() -> None:
 
 def _is_tty(stream) -> bool:
     """Whether `stream` is a terminal; stderr counts as one when it was one
-    before `common.logs.filter_native_stderr` put a pipe in its place."""
-    from common.logs import native_stderr_is_tty
+    before `common.native_stderr.filter_native_stderr` put a pipe in its place."""
+    from common.native_stderr import native_stderr_is_tty
 
     try:
         if native_stderr_is_tty() is not None and stream.fileno() == 2:

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
-from common import logs
+from common import native_stderr
 
 # Commands run in-process here (cli.main) must not move fd 2 under pytest's
 # own capture; commands run as processes keep the native-stderr filter.
-logs.FILTER_NATIVE_STDERR = False
+native_stderr.ENABLED = False
 
 
 # The longest test files (CI durations, 2 cores), started first so that with
