@@ -14,7 +14,7 @@ and the eval records of the prepared data, and splits the records by what
 a multi-interest model is meant to help with:
 
 - `history topics`: the entropy of the genre/topic distribution over the
-  user's valid history items, in terciles (focused / mixed / diverse):
+  user's history items (positive actions, items of the corpus), in terciles (focused / mixed / diverse):
   several interests pay off, if anywhere, for diverse users;
 - `target topic`: whether the target carries the user's most frequent
   history topic (`top`), only a less frequent history topic (`minor`) or

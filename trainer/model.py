@@ -327,7 +327,7 @@ class MultiEmbeddingModel(tfrs.Model):
             weight = tf.cast(tf.equal(inputs[features.TARGET_NEGATIVE], 0), tf.float32)
         loss = self.task(selected, target, candidate_sampling_probability=probability,
                          candidate_ids=target_ids, sample_weight=weight, compute_metrics=False)
-        if self.cfg.diversity_weight > 0 and self.kind not in ("single", "cr"):
+        if self.cfg.diversity_weight > 0 and self.kind in IMPLICIT_KINDS:
             # Summed over users, as the retrieval loss is.
             excess = diagnostics.similarity_excess(user["embeddings"], user["mask"], self.cfg.diversity_margin)
             loss += self.cfg.diversity_weight * tf.reduce_sum(excess)
