@@ -80,10 +80,11 @@ def record_segments(data_dir: str, history_length: int) -> dict[str, np.ndarray]
     """Segmenter -> `[records]` segment names, for the eval records in the
     order every cached run scored them (`iter_records`, file order)."""
     from trainer import features
+    from trainer.evaluate import eval_pattern
     from trainer.evaluation import history_segment, iter_records, load_corpus
 
     corpus = load_corpus(data_dir)
-    pattern = f"{data_dir}/{features.EVAL_IMPLICIT}-*{features.TFRECORD_SUFFIX}"
+    pattern = eval_pattern(data_dir)
     entropy, target_class, popularity, length = [], [], [], []
     empty: frozenset = frozenset()
     for batch in iter_records(pattern, 512, history_length):
@@ -108,19 +109,19 @@ def record_segments(data_dir: str, history_length: int) -> dict[str, np.ndarray]
 def load_hits(runs_dir: pathlib.Path, row: str, seeds: list[int], k: int) -> np.ndarray | None:
     """`[seeds, records]` bool hits of row `name` (SPEC §6 ranks) or
     `name:policy` (served); None when a seed's file is missing."""
+    from benchmarks.quality import run_dir
+
     name, _, policy = row.partition(":")
     out = []
     for seed in seeds:
-        path = runs_dir / name.replace(" ", "_") / f"seed{seed}"
-        if policy:
-            file = path / f"served-{policy}.npz"
-            if not file.exists() or f"k{k}" not in np.load(file).files:
+        path = runs_dir / run_dir(name) / f"seed{seed}"
+        file = path / (f"served-{policy}.npz" if policy else "ranks.npz")
+        if not file.exists():
+            return None
+        with np.load(file) as cached:
+            if policy and f"k{k}" not in cached.files:
                 return None
-            out.append(np.load(file)[f"k{k}"])
-        else:
-            if not (path / "ranks.npz").exists():
-                return None
-            out.append(np.load(path / "ranks.npz")["ranks"] <= k)
+            out.append(cached[f"k{k}"] if policy else cached["ranks"] <= k)
     return np.stack(out)
 
 
