@@ -226,12 +226,11 @@ def target_columns(pattern: str, with_ids: bool = True) -> tuple[np.ndarray, np.
     return stamps, (np.concatenate(ids) if ids else np.zeros(0, object))
 
 
-def target_counts(pattern: str, time_range: tuple[int, int] | None = None,
-                  columns: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct `target_item_id`s, their counts) of the matching records with
-    `lo <= target_timestamp < hi` (the logQ warm start); `columns`: the
-    `target_columns` already read (else one pass over `pattern`)."""
-    stamps, ids = columns if columns is not None else target_columns(pattern)
+def target_counts(columns: tuple[np.ndarray, np.ndarray],
+                  time_range: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct `target_item_id`s, their counts) among `target_columns`
+    with `lo <= target_timestamp < hi` (the logQ warm start)."""
+    stamps, ids = columns
     if time_range is not None:
         ids = ids[(stamps >= time_range[0]) & (stamps < time_range[1])]
     if not len(ids):
