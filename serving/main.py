@@ -22,6 +22,10 @@ def serve_parser() -> argparse.ArgumentParser:
                    help="host:port of a running TF Serving (e.g. the tensorflow/serving container); "
                         "default: start the embedded model server")
     p.add_argument("--model_server_port", type=int, default=8500, help="embedded model server gRPC port")
+    p.add_argument("--model_server_transport", choices=("in_process", "grpc"), default="in_process",
+                   help="how the retrieval service calls the embedded model server: in_process (its Predict "
+                        "handler, no loopback hop; other clients still use the gRPC port) or grpc (loopback "
+                        "gRPC, as with a separate TF Serving)")
     # TF's default (0): with one inter-op thread, the table initialisers of a
     # version being loaded (1M-item vocabularies, seconds) held the thread
     # the serving version's Predicts needed, and a hot swap timed requests out.
@@ -42,7 +46,7 @@ def start(args) -> tuple:
     from serving.retrieval_config import RetrievalConfig
     from serving.retrieval_server import RetrievalServer
 
-    model_server = None
+    model_server = stub = None
     address = args.model_server
     if address is None:
         from serving.model_server import ModelServer
@@ -52,10 +56,15 @@ def start(args) -> tuple:
                                    tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism).start()
         model_server.wait_until_available(timeout=300)
         address = model_server.address
-        log.info("embedded model server on %s (%s)", address, ", ".join(model_server.model_names))
+        if args.model_server_transport == "in_process":
+            stub = model_server.local_stub()
+        log.info("embedded model server on %s (%s); the retrieval service calls it %s", address,
+                 ", ".join(model_server.model_names),
+                 "in process" if stub is not None else "over loopback gRPC")
     cfg = RetrievalConfig(export_dir=args.export_dir, model_server=address, merge_policy=args.merge_policy,
                           deadline_ms=args.deadline_ms, num_explicit=args.num_explicit)
-    service = RetrievalServer(cfg, host=args.host, port=args.port, metrics_port=args.metrics_port).start()
+    service = RetrievalServer(cfg, host=args.host, port=args.port, metrics_port=args.metrics_port,
+                              predict_stub=stub).start()
     service.wait_until_serving(timeout=120)
     return model_server, service
 

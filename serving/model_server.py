@@ -73,9 +73,9 @@ class _Handlers:
         self._manager = manager
         self._metrics = metrics
 
-    def call(self, api: str, request, context, handler: Callable):
-        """Runs `handler(request)`; a ServingError aborts with its code, anything
-        else with INTERNAL (logged), so no request crashes the server."""
+    def run(self, api: str, request, handler: Callable):
+        """`handler(request)`, counted in the metrics; a failure is raised as a
+        ServingError (anything unexpected as INTERNAL, logged)."""
         model = request.model_spec.name if request.HasField("model_spec") else ""
         try:
             if not request.HasField("model_spec"):
@@ -90,7 +90,15 @@ class _Handlers:
             self._metrics.record(model, api, grpc.StatusCode.OK)
             return response
         self._metrics.record(model, api, error.code)
-        context.abort(error.code, error.message)
+        raise error
+
+    def call(self, api: str, request, context, handler: Callable):
+        """`run` for a gRPC call: a ServingError aborts with its code, so no
+        request crashes the server."""
+        try:
+            return self.run(api, request, handler)
+        except ServingError as err:
+            context.abort(err.code, err.message)
 
     def predict(self, request):
         with self._manager.servable(request.model_spec) as servable:
@@ -138,6 +146,56 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request, context):  # noqa: N802
         return self._handlers.call("GetModelStatus", request, context, self._handlers.get_model_status)
+
+
+class LocalRpcError(grpc.RpcError):
+    """A failed in-process call, as a gRPC client sees a failed RPC."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self._code, self._message = code, message
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._message
+
+
+class _LocalMethod:
+    """One RPC of `LocalPredictionStub`: `method(request)` and
+    `method.future(request)` as on a gRPC stub (the timeout is accepted and
+    left to the caller: nothing here can be cancelled mid-run)."""
+
+    def __init__(self, handlers: _Handlers, api: str, handler: Callable, pool: concurrent.futures.Executor):
+        self._handlers, self._api, self._handler, self._pool = handlers, api, handler, pool
+
+    def __call__(self, request, timeout: float | None = None):
+        try:
+            return self._handlers.run(self._api, request, self._handler)
+        except ServingError as err:
+            raise LocalRpcError(err.code, err.message) from None
+
+    def future(self, request, timeout: float | None = None) -> concurrent.futures.Future:
+        try:
+            return self._pool.submit(self, request)
+        except RuntimeError:  # the pool is shut down: the server stopped
+            failed = concurrent.futures.Future()
+            failed.set_exception(LocalRpcError(grpc.StatusCode.UNAVAILABLE, "the model server has stopped"))
+            return failed
+
+
+class LocalPredictionStub:
+    """`PredictionServiceStub`'s `Predict` and `GetModelMetadata` served in
+    this process: the same handlers as the gRPC port (input checks, version
+    policy, batching, metrics, status codes), without the loopback hop and
+    the protobuf bytes in between. Errors are `LocalRpcError`s, a
+    `grpc.RpcError` with `code()` and `details()`."""
+
+    def __init__(self, handlers: _Handlers, pool: concurrent.futures.Executor):
+        self.Predict = _LocalMethod(handlers, "Predict", handlers.predict, pool)  # noqa: N815  (the stub's names)
+        self.GetModelMetadata = _LocalMethod(handlers, "GetModelMetadata",  # noqa: N815
+                                             handlers.get_model_metadata, pool)
 
 
 def _config_path(config: str) -> str:
@@ -215,7 +273,9 @@ class ModelServer:
             inter_op_parallelism_threads=tensorflow_inter_op_parallelism)
         self.metrics = ServerMetrics()
         self._manager = ModelManager(server_config.model_config_list.config, self._load)
+        self._handlers = _Handlers(self._manager, self.metrics)
         self._grpc_server: grpc.Server | None = None
+        self._local_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._prometheus: PrometheusEndpoint | None = None
         self.port: int | None = None
         self._stopped = False
@@ -268,7 +328,7 @@ class ModelServer:
                    ("grpc.so_reuseport", 0)]  # a taken port must fail, not be shared
         workers = concurrent.futures.ThreadPoolExecutor(self._grpc_max_threads, thread_name_prefix="grpc")
         server = grpc.server(workers, options=options)
-        handlers = _Handlers(self._manager, self.metrics)
+        handlers = self._handlers
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_PredictionService(handlers),
                                                                             server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(handlers), server)
@@ -281,6 +341,15 @@ class ModelServer:
             raise RuntimeError(f"cannot bind the gRPC port at {address}")
         self.port = port
         return server
+
+    def local_stub(self) -> LocalPredictionStub:
+        """A `PredictionServiceStub` for callers in this process (`mer serve`'s
+        retrieval service): the gRPC port's handlers, called directly on
+        `grpc_max_threads` threads of its own."""
+        if self._local_pool is None:
+            self._local_pool = concurrent.futures.ThreadPoolExecutor(self._grpc_max_threads,
+                                                                     thread_name_prefix="predict")
+        return LocalPredictionStub(self._handlers, self._local_pool)
 
     def wait_until_available(self, model_names: Sequence[str] | None = None,
                              timeout: float | None = 60.0) -> None:
@@ -309,6 +378,8 @@ class ModelServer:
         atexit.unregister(self.stop)
         if self._grpc_server is not None:
             self._grpc_server.stop(grace).wait()
+        if self._local_pool is not None:
+            self._local_pool.shutdown(wait=True)
         self._manager.stop()
         if self._prometheus is not None:
             self._prometheus.stop()

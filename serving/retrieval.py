@@ -37,6 +37,10 @@ from serving.tensors import int64_tensor, string_tensor, to_numpy
 
 log = logging.getLogger(__name__)
 
+# How long past the deadline a request waits for its searches before it
+# answers DEADLINE_EXCEEDED (a tower answer after the deadline fails at once).
+SEARCH_GRACE_S = 0.5
+
 
 class RequestError(ValueError):
     """A request that cannot be answered as sent (INVALID_ARGUMENT)."""
@@ -140,15 +144,17 @@ class Retriever:
     Args:
       cfg: the service config.
       channel: a gRPC channel to the model server (TF Serving API).
+      stub: calls Predict instead of a stub on `channel` (an embedded model
+        server's `local_stub()`).
     """
 
-    def __init__(self, cfg: RetrievalConfig, channel: grpc.Channel):
+    def __init__(self, cfg: RetrievalConfig, channel: grpc.Channel, stub=None):
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
         if cfg.merge_policy not in POLICIES:
             raise ValueError(f"merge_policy={cfg.merge_policy!r}; allowed: {', '.join(POLICIES)}")
         self.cfg = cfg
-        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        self.stub = stub if stub is not None else prediction_service_pb2_grpc.PredictionServiceStub(channel)
         self.numbers = index_lib.ItemNumbers()
         self.loaded: dict[str, index_lib.LoadedIndex] = {}
         self._lock = threading.Lock()
@@ -262,10 +268,26 @@ class Retriever:
                 call = self._predict(retriever, loaded[retriever].version, query, timeout)
                 part = parts[retriever] = concurrent.futures.Future()
                 call.add_done_callback(functools.partial(self._submit_part, part, retriever, query, loaded, seen))
-        done = [part.result() for part in parts.values()]  # raises the first tower's UpstreamError
+        done = [self._wait(part, retriever, deadline) for retriever, part in parts.items()]
+        for retriever, (_, answered, _) in zip(parts, done):
+            if answered > deadline:  # what a gRPC deadline does to the call; an in-process call runs on
+                raise UpstreamError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    f"model server {self.cfg.model_server}, {contract.USER_MODEL[retriever]}: "
+                                    f"answered {1000 * (answered - deadline):.1f} ms after the deadline")
         now = time.monotonic()
         return (_concat_parts([p for p, _, _ in done]), max((t for _, t, _ in done), default=now),
                 max((t for _, _, t in done), default=now))
+
+    def _wait(self, part: concurrent.futures.Future, retriever: str, deadline: float):
+        """A retriever's part; raises its UpstreamError, or DEADLINE_EXCEEDED
+        when it is not done `SEARCH_GRACE_S` after the deadline (a gRPC call
+        ends by the deadline by itself, an in-process one may not)."""
+        try:
+            return part.result(timeout=max(0.0, deadline - time.monotonic()) + SEARCH_GRACE_S)
+        except concurrent.futures.TimeoutError:
+            raise UpstreamError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"model server {self.cfg.model_server}, {contract.USER_MODEL[retriever]}: "
+                                f"no answer and searches {SEARCH_GRACE_S} s after the deadline") from None
 
     def _submit_part(self, part: concurrent.futures.Future, retriever, query, loaded, seen, call) -> None:
         """Done-callback of a tower call: its searches go to the pool."""

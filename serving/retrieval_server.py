@@ -78,14 +78,17 @@ class RetrievalServer:
       host, port: where to listen (port 0 = a free one; see `port`).
       metrics_port: Prometheus HTTP port (None = off, 0 = a free one).
       workers: gRPC worker threads.
+      predict_stub: how Predict reaches the model server; None = a
+        `PredictionServiceStub` on a channel to `cfg.model_server` (an
+        embedded server's `local_stub()` skips the loopback hop).
     """
 
     def __init__(self, cfg: RetrievalConfig, host: str = "127.0.0.1", port: int = 0,
-                 metrics_port: int | None = None, workers: int = 16):
+                 metrics_port: int | None = None, workers: int = 16, predict_stub=None):
         self.cfg = cfg
         self.host = host
         self.channel = grpc.insecure_channel(cfg.model_server, options=CHANNEL_OPTIONS)
-        self.retriever = Retriever(cfg, self.channel)
+        self.retriever = Retriever(cfg, self.channel, predict_stub)
         self.metrics = Metrics()
         self.health = require("grpc_health.v1.health").HealthServicer()
         self._requested = (port, metrics_port, workers)

@@ -1,7 +1,13 @@
 """Shared fixtures: a fixed NumPy seed for every test; the prepared
-`synthetic-small` world, prepared once per session; tiny trained DCM and CR
-models on it, their export, item embeddings and indexes (once per session,
-read-only by convention)."""
+`synthetic-small` world; tiny trained DCM and CR models on it, their export,
+item embeddings and indexes. Each is built once per test run, by whichever
+pytest-xdist worker needs it first (the others wait for it and reuse it),
+and is read-only by convention: tests copy what they change."""
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +39,25 @@ def _seed():
     yield
 
 
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """`<run tmp>/name`, made by `build(path)` once per test run: under
+    pytest-xdist the workers share the run's temporary root, and a lock file
+    makes the first worker build while the others wait (a build that failed
+    leaves no done mark and is redone by the next worker that asks)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    path, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            build(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     """The `synthetic-small` world prepared by the Beam pipeline (DirectRunner),
@@ -40,19 +65,23 @@ def world(tmp_path_factory):
     read-only (write models, copies and logs under their own `tmp_path`)."""
     from mer_testing import prepare_small_world
 
-    return prepare_small_world(str(tmp_path_factory.mktemp("small_world")))
+    path = _built_once(tmp_path_factory, "small_world", lambda path: prepare_small_world(str(path)))
+    return str(path)
 
 
 @pytest.fixture(scope="session")
 def trained(world, tmp_path_factory):
     """`{"dcm": model_dir, "cr": model_dir}`: a few steps each (weights
     only need to be non-trivial, not good)."""
+    base = _built_once(tmp_path_factory, "trained", lambda base: _train(world, base))
+    return {kind: str(base / kind) for kind in ("dcm", "cr")}
+
+
+def _train(world: str, base: Path) -> None:
     from trainer import runtime
     from trainer.config import load_config
     from trainer.task import train
 
-    base = tmp_path_factory.mktemp("trained")
-    dirs = {}
     for kind in ("dcm", "cr"):
         # CR without the sequence field: after 8 steps its embeddings are
         # then still aligned with their condition topic, so the retrieval
@@ -60,9 +89,7 @@ def trained(world, tmp_path_factory):
         extra = ["model.sequence_layers=0"] if kind == "cr" else []
         cfg = load_config("synthetic-small", [f"model.kind={kind}", "train.epochs=1", "train.steps_per_epoch=8",
                                               "train.batch_size=64"] + extra)
-        dirs[kind] = str(base / kind)
-        train(cfg, world, runtime.resolve(model_dir=dirs[kind], env={}), verbose=0)
-    return dirs
+        train(cfg, world, runtime.resolve(model_dir=str(base / kind), env={}), verbose=0)
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +97,9 @@ def exported(trained, tmp_path_factory):
     """The export base of both models (version 1)."""
     from export.exporter import export_models
 
-    base = str(tmp_path_factory.mktemp("export") / "serving")
-    export_models([trained["dcm"], trained["cr"]], base)
-    return base
+    return str(_built_once(tmp_path_factory, "export",
+                           lambda base: export_models([trained["dcm"], trained["cr"]], str(base / "serving")))
+               / "serving")
 
 
 @pytest.fixture(scope="session")
@@ -80,16 +107,17 @@ def indexed(exported, tmp_path_factory):
     """A copy of `exported` with item embeddings (`mer embed-items`, Beam
     DirectRunner) and exact ScaNN indexes (`mer build-index`) for both
     retrievers."""
-    import shutil
+    return str(_built_once(tmp_path_factory, "indexed", lambda base: _index(exported, str(base / "serving")))
+               / "serving")
 
+
+def _index(exported: str, base: str) -> None:
     from beam.embed_items import run_embed_items
     from export.build_index import run_build_index
     from export.exporter import write_serving_files
 
-    base = str(tmp_path_factory.mktemp("indexed") / "serving")
     shutil.copytree(exported, base)
     write_serving_files(base)  # models.config names absolute paths: point it at the copy
     for retriever in ("implicit", "explicit"):
         run_embed_items(base, retriever, beam_args=["--runner=DirectRunner", "--direct_running_mode=in_memory"])
         run_build_index(base, retriever)
-    return base

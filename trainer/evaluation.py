@@ -459,7 +459,7 @@ class ModelScorer:
         self.model = model
         self.conditions = conditions
         self._ids = tf.constant(corpus.ids.astype(bytes))
-        self._embed = tf.function(self._user, reduce_retracing=True)
+        self._embed = None  # traced once, on the first batch's dtypes, for any batch and history length
         self.refresh()
 
     def refresh(self) -> None:
@@ -482,9 +482,12 @@ class ModelScorer:
         n = len(batch[features.USER_ID])
         condition = batch.get(features.CONDITION_TOPIC, np.full(n, b"", object))
         conditions = self.conditions(batch) if self.conditions else np.full((n, 1), b"", object)
-        emb, mask, importance = self._embed(tf.constant(batch[features.HISTORY_ITEM_IDS]),
-                                            tf.constant(batch[features.HISTORY_NEGATIVE]),
-                                            tf.constant(condition), tf.constant(conditions))
+        args = (tf.constant(batch[features.HISTORY_ITEM_IDS]), tf.constant(batch[features.HISTORY_NEGATIVE]),
+                tf.constant(condition), tf.constant(conditions))
+        if self._embed is None:
+            self._embed = tf.function(self._user, input_signature=[
+                tf.TensorSpec([None] * arg.shape.rank, arg.dtype) for arg in args])
+        emb, mask, importance = self._embed(*args)
         if with_importance:
             return emb.numpy(), mask.numpy(), importance.numpy()
         return emb.numpy(), mask.numpy()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import numpy_reference as ref
+from common import merging
 from common.merging import POLICIES, budgets, merge, round_robin, round_robin_sources, score_merge
 from trainer import evaluation, features
 
@@ -127,8 +128,15 @@ FAMILIES = {  # name: (cases, max K, max depth, max id pool, padding share)
 }
 
 
+# `round_robin_sources`' two ways: the heap over repeated candidates only
+# (WALK_SHARE 0), each list in turn (a huge share: any repeat), the default.
+PATHS = {"heap": 0, "in turn": 10**9, "default": merging.WALK_SHARE}
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_round_robin_equals_the_reference_on_random_lists(family):
+def test_round_robin_equals_the_reference_on_random_lists(family, path, monkeypatch):
+    monkeypatch.setattr(merging, "WALK_SHARE", PATHS[path])
     cases, max_k, max_depth, max_pool, padding = FAMILIES[family]
     rng = np.random.default_rng(sorted(FAMILIES).index(family))
     for case in range(cases):

@@ -318,3 +318,59 @@ def test_slow_model_server_is_deadline_exceeded(stack, world):
             assert time.monotonic() - started < 2.0
     finally:
         service.stop()
+
+
+def test_in_process_transport_answers_as_grpc(stack, client, world):
+    """`mer serve`'s default: the service calls the embedded model server's
+    Predict handler in process. Same answers as over loopback gRPC, the same
+    status codes and messages for bad Predicts, and the service's deadline
+    still holds."""
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving.client import RetrievalClient
+    from serving.retrieval_config import RetrievalConfig
+    from serving.retrieval_server import RetrievalServer
+    from serving.tensors import string_tensor
+
+    models = stack["models"]
+    local = models.local_stub()
+    cfg = RetrievalConfig(export_dir=stack["base"], model_server=models.address, deadline_ms=1500,
+                          exact_topic_max_items=60)
+    fast = RetrievalServer(cfg, predict_stub=local).start()
+    slow = RetrievalServer(RetrievalConfig(export_dir=stack["base"], model_server=models.address, deadline_ms=1),
+                           predict_stub=local).start()
+    try:
+        fast.wait_until_serving(timeout=60)
+        slow.wait_until_serving(timeout=60)
+        with RetrievalClient(fast.address, timeout=10) as in_process, RetrievalClient(slow.address, timeout=10) as late:
+            for history, negative, topics in eval_users(world, 4):
+                want = client.retrieve(history, negative, topics[:5], budget=60)
+                got = in_process.retrieve(history, negative, topics[:5], budget=60)
+                assert [(c.item_id, c.retriever, c.embedding, c.score) for c in got.candidates] == \
+                       [(c.item_id, c.retriever, c.embedding, c.score) for c in want.candidates]
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as err:
+                late.retrieve(history, negative, topics, budget=20)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value
+            assert time.monotonic() - started < 2.0
+    finally:
+        fast.stop()
+        slow.stop()
+    bad = {"unknown model": ("no_such_model", "serving_default", {"history_item_ids": [["a"]]}),
+           "unknown signature": ("user_implicit", "nope", {"history_item_ids": [["a"]]}),
+           "missing input": ("user_implicit", "serving_default", {})}
+    with grpc.insecure_channel(models.address) as channel:
+        remote = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for case, (name, signature, inputs) in bad.items():
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name, request.model_spec.signature_name = name, signature
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(string_tensor(value))
+            errors = []
+            for call in (remote.Predict, local.Predict, lambda r: local.Predict.future(r).result()):
+                with pytest.raises(grpc.RpcError) as err:
+                    call(request)
+                errors.append((err.value.code(), err.value.details()))
+            assert errors[0] == errors[1] == errors[2], (case, errors)
+            assert errors[0][0] in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
+                                    grpc.StatusCode.INVALID_ARGUMENT), (case, errors)
