@@ -151,7 +151,10 @@ def test_the_compiler_cli_writes_the_yaml_and_refuses_an_empty_image(tmp_path, c
     _kfp()
     from mer.kubeflow.pipeline import main
 
-    assert main(["--output", str(tmp_path / "p.yaml")]) == 0
+    with pytest.raises(SystemExit) as no_image:  # no placeholder default: the image must be named
+        main(["--output", str(tmp_path / "p.yaml")])
+    assert no_image.value.code == 2 and "--image" in capsys.readouterr().err
+    assert main(["--output", str(tmp_path / "p.yaml"), "--image", DEFAULT_IMAGE]) == 0
     spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
     assert {_container(spec, t)["image"] for t in _tasks(spec).values()} == {DEFAULT_IMAGE}
     tfjob = yaml.safe_load((REPO / "deploy" / "kubeflow-tfjob.yaml").read_text())

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 
 import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
@@ -47,6 +46,8 @@ from trainer import runtime
 from trainer.config import MerConfig, config_flags, config_to_dict, load_config
 from trainer.model_io import train_pattern
 from trainer.validation import validation_records, validation_set, validation_split
+
+log = logging.getLogger("trainer.task")  # (also when run as __main__)
 
 
 def resume_position(checkpoint_dir: str, steps_per_epoch: int) -> dict:
@@ -165,11 +166,11 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
     if verbose == 2:  # after the validation callback: its HR is in the epoch's final line
         from common.progress import epoch_callback
 
-        callbacks.append(epoch_callback(keras.callbacks.Callback, logging.getLogger(__name__)))
+        callbacks.append(epoch_callback(keras.callbacks.Callback, log))
     callbacks += extra
     if resume["batches_done"]:
-        print(f"trainer.task: resuming from {rt.checkpoint_dir} at epoch {resume['epoch']} step "
-              f"{resume['step']}; skipping the {resume['batches_done']} batches already trained", flush=True)
+        log.info("resuming from %s at epoch %s step %s; skipping the %s batches already trained",
+                 rt.checkpoint_dir, resume["epoch"], resume["step"], resume["batches_done"])
     history = model.fit(data, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks,
                         verbose=1 if verbose == 1 else 0)
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         rt = runtime.resolve(args.model_dir, args.checkpoint_dir, args.tensorboard_dir)
         summary = train(cfg, args.data_dir, rt, args.verbose)
     except (ValueError, FileNotFoundError) as err:
-        print(f"trainer.task: error: {err}", file=sys.stderr)
+        log.error("%s", err)
         return 2
     print(final_line(summary, rt), flush=True)
     return 0

@@ -119,7 +119,9 @@ def compile_pipeline(output: str, image: str = DEFAULT_IMAGE) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mer.kubeflow", description=__doc__.splitlines()[0])
     p.add_argument("--output", default="mer-pipeline.yaml", help="the compiled pipeline (YAML)")
-    p.add_argument("--image", default=DEFAULT_IMAGE, help="the training image every task runs in")
+    p.add_argument("--image", required=True,
+                   help="the training image every task runs in (deploy/Dockerfile.train, pushed to your "
+                        f"registry; deploy/ names it {DEFAULT_IMAGE})")
     args = p.parse_args(argv)
     try:
         print(compile_pipeline(args.output, args.image))
