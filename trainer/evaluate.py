@@ -17,7 +17,6 @@ budgets, round-robin, de-duplication; `common/merging.py`) instead of SPEC
 from __future__ import annotations
 
 import argparse
-import glob
 import sys
 
 import numpy as np
@@ -33,8 +32,10 @@ def default_ks(corpus_size: int) -> tuple[int, ...]:
 
 
 def truth_pattern(data_dir: str) -> str | None:
+    import tensorflow as tf
+
     pattern = f"{data_dir.rstrip('/')}/raw/truth-*.jsonl"
-    return pattern if glob.glob(pattern) else None
+    return pattern if tf.io.gfile.glob(pattern) else None
 
 
 def followed(k_ex: int):

@@ -22,7 +22,6 @@ together (`summarize`).
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 from typing import Callable, Iterator
 
@@ -301,10 +300,13 @@ def history_segment(history_ids: np.ndarray) -> np.ndarray:
 
 
 def load_truth(pattern: str) -> dict:
-    """Synthetic ground truth: user id (bytes) -> truth dict."""
+    """Synthetic ground truth: user id (bytes) -> truth dict (`pattern` may
+    name an object store, gs://...)."""
+    import tensorflow as tf
+
     truth = {}
-    for path in sorted(glob.glob(pattern)):
-        with open(path) as handle:
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        with tf.io.gfile.GFile(path) as handle:
             for line in handle:
                 row = json.loads(line)
                 truth[row["user_id"].encode()] = row
