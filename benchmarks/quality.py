@@ -468,6 +468,9 @@ def main(argv=None) -> int:
     parser.add_argument("--levers", default=",".join(LEVERS),
                         help="rows of the levers table (--tables levers)")
     args = parser.parse_args(argv)
+    from common.logs import setup_logging
+
+    setup_logging()  # before TensorFlow loads: its C++ noise and Beam's INFO lines stay hidden
     from trainer.evaluation import load_corpus, load_truth
     from trainer.evaluate import overlap, truth_pattern
     from trainer.model_io import load_trained

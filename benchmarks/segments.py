@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/segments.json")
     parser.add_argument("--docs", default="docs/results/segments.md")
     args = parser.parse_args(argv)
+    from common.logs import setup_logging
+
+    setup_logging()  # before TensorFlow loads: its C++ noise and Beam's INFO lines stay hidden
     work, seeds = pathlib.Path(args.work), [int(s) for s in args.seeds.split(",")]
     report = {"command": "python -m benchmarks.segments " + " ".join(argv if argv is not None else sys.argv[1:]),
               "seeds": seeds, "k": args.k, "baseline": args.baseline, "datasets": {}}

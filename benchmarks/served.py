@@ -94,6 +94,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="benchmarks/results/served.json")
     parser.add_argument("--docs", default="docs/results/served.md")
     args = parser.parse_args(argv)
+    from common.logs import setup_logging
+
+    setup_logging()  # before TensorFlow loads: its C++ noise and Beam's INFO lines stay hidden
     from benchmarks.quality import _load, log, paired, run_dir
     from common.merging import DEFAULT_FLOOR, POLICIES
     from trainer.evaluate import eval_pattern, followed
