@@ -5,6 +5,8 @@ from __future__ import annotations
 import glob
 import os
 import pathlib
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -103,3 +105,21 @@ def tiny_example(user: int, ts: int) -> bytes:
         features.TARGET_TIMESTAMP: i([ts]), features.TARGET_NEGATIVE: i([0]),
         features.HISTORY_ITEM_IDS: b([b"h"]), features.HISTORY_NEGATIVE: i([0]),
         features.HISTORY_VALID: i([1])})).SerializeToString()
+
+
+def kill_after_first_backup(procs: dict, backups: dict, timeout: float) -> dict:
+    """SIGKILLs each process (`{key: Popen}`) as soon as its training job's
+    backup (`{key: backup dir}`) exists; returns where each backup was (None:
+    the process ended before one was written)."""
+    positions, deadline = {}, time.time() + timeout
+    while len(positions) < len(procs) and time.time() < deadline:
+        for key, proc in procs.items():
+            if key in positions:
+                continue
+            position = saved_position(backups[key])
+            if position is not None or proc.poll() is not None:
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate()
+                positions[key] = position
+        time.sleep(0.05)
+    return positions

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from mer_testing import REPO, saved_position
+from mer_testing import REPO, kill_after_first_backup
 
 STEPS_PER_EPOCH = 4
 # Tiny: 2 epochs of 4 steps, a backup every 3 steps (mid-epoch: epoch 0
@@ -46,23 +44,6 @@ def _start(cmd: list[str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _kill_after_first_backup(procs: dict, backups: dict) -> dict:
-    """SIGKILLs each job as soon as its backup exists; returns where each
-    backup was (None: the job ended before one was written)."""
-    positions, deadline = {}, time.time() + TIMEOUT
-    while len(positions) < len(procs) and time.time() < deadline:
-        for kind, proc in procs.items():
-            if kind in positions:
-                continue
-            position = saved_position(backups[kind])
-            if position is not None or proc.poll() is not None:
-                proc.send_signal(signal.SIGKILL)
-                proc.communicate()
-                positions[kind] = position
-        time.sleep(0.05)
-    return positions
-
-
 def _finish(procs: dict) -> None:
     for kind, proc in procs.items():
         out, _ = proc.communicate(timeout=TIMEOUT)
@@ -79,7 +60,7 @@ def runs(world, tmp_path_factory):
     resumed = {kind: str(base / f"{kind}-resumed") for kind in KINDS}
     uninterrupted = {kind: _start(_cmd(world, reference[kind], kind)) for kind in KINDS}
     killed = {kind: _start(_cmd(world, resumed[kind], kind)) for kind in KINDS}
-    positions = _kill_after_first_backup(killed, {kind: f"{resumed[kind]}/backup" for kind in KINDS})
+    positions = kill_after_first_backup(killed, {kind: f"{resumed[kind]}/backup" for kind in KINDS}, TIMEOUT)
     reruns = {kind: _start(_cmd(world, resumed[kind], kind)) for kind in KINDS}
     outputs = {kind: proc.communicate(timeout=TIMEOUT)[0] for kind, proc in reruns.items()}
     for kind, proc in reruns.items():
