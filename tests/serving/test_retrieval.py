@@ -298,15 +298,18 @@ def test_generated_stubs_match_the_proto(tmp_path):
         assert (tmp_path / "serving/protos" / name).read_text() == (repo / "serving/protos" / name).read_text(), name
 
 
-def test_slow_model_server_is_deadline_exceeded(stack, world):
+@pytest.mark.parametrize("transport", ["grpc", "in_process"])
+def test_slow_model_server_is_deadline_exceeded(stack, world, transport):
     """A model server slower than the service's deadline: DEADLINE_EXCEEDED,
-    answered within the deadline (plus slack), never a hang."""
+    answered within the deadline (plus slack), never a hang; in process too,
+    where nothing cancels the call (`mer serve`'s default transport)."""
     from serving.client import RetrievalClient
     from serving.retrieval_config import RetrievalConfig
     from serving.retrieval_server import RetrievalServer
 
     cfg = RetrievalConfig(export_dir=stack["base"], model_server=stack["models"].address, deadline_ms=1)
-    service = RetrievalServer(cfg).start()
+    stub = stack["models"].local_stub() if transport == "in_process" else None
+    service = RetrievalServer(cfg, predict_stub=stub).start()
     try:
         service.wait_until_serving(timeout=60)
         history, negative, topics = eval_users(world)[0]
@@ -322,9 +325,8 @@ def test_slow_model_server_is_deadline_exceeded(stack, world):
 
 def test_in_process_transport_answers_as_grpc(stack, client, world):
     """`mer serve`'s default: the service calls the embedded model server's
-    Predict handler in process. Same answers as over loopback gRPC, the same
-    status codes and messages for bad Predicts, and the service's deadline
-    still holds."""
+    Predict handler in process. Same answers as over loopback gRPC, and the
+    same status codes and messages for bad Predicts (the deadline: above)."""
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     from serving.client import RetrievalClient
@@ -337,25 +339,16 @@ def test_in_process_transport_answers_as_grpc(stack, client, world):
     cfg = RetrievalConfig(export_dir=stack["base"], model_server=models.address, deadline_ms=1500,
                           exact_topic_max_items=60)
     fast = RetrievalServer(cfg, predict_stub=local).start()
-    slow = RetrievalServer(RetrievalConfig(export_dir=stack["base"], model_server=models.address, deadline_ms=1),
-                           predict_stub=local).start()
     try:
         fast.wait_until_serving(timeout=60)
-        slow.wait_until_serving(timeout=60)
-        with RetrievalClient(fast.address, timeout=10) as in_process, RetrievalClient(slow.address, timeout=10) as late:
+        with RetrievalClient(fast.address, timeout=10) as in_process:
             for history, negative, topics in eval_users(world, 4):
                 want = client.retrieve(history, negative, topics[:5], budget=60)
                 got = in_process.retrieve(history, negative, topics[:5], budget=60)
                 assert [(c.item_id, c.retriever, c.embedding, c.score) for c in got.candidates] == \
                        [(c.item_id, c.retriever, c.embedding, c.score) for c in want.candidates]
-            started = time.monotonic()
-            with pytest.raises(grpc.RpcError) as err:
-                late.retrieve(history, negative, topics, budget=20)
-            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value
-            assert time.monotonic() - started < 2.0
     finally:
         fast.stop()
-        slow.stop()
     bad = {"unknown model": ("no_such_model", "serving_default", {"history_item_ids": [["a"]]}),
            "unknown signature": ("user_implicit", "nope", {"history_item_ids": [["a"]]}),
            "missing input": ("user_implicit", "serving_default", {})}
