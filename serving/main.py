@@ -25,7 +25,7 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_server_transport", choices=("in_process", "grpc"), default="in_process",
                    help="how the retrieval service calls the embedded model server: in_process (its Predict "
                         "handler, no loopback hop; other clients still use the gRPC port) or grpc (loopback "
-                        "gRPC, as with a separate TF Serving)")
+                        "gRPC, as with a separate TF Serving); not used with --model_server")
     # TF's default (0): with one inter-op thread, the table initialisers of a
     # version being loaded (1M-item vocabularies, seconds) held the thread
     # the serving version's Predicts needed, and a hot swap timed requests out.

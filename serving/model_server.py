@@ -36,6 +36,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -162,27 +163,56 @@ class LocalRpcError(grpc.RpcError):
         return self._message
 
 
-class _LocalMethod:
-    """One RPC of `LocalPredictionStub`: `method(request)` and
-    `method.future(request)` as on a gRPC stub (the timeout is accepted and
-    left to the caller: nothing here can be cancelled mid-run)."""
+STOPPED = "the model server has stopped"
 
-    def __init__(self, handlers: _Handlers, api: str, handler: Callable, pool: concurrent.futures.Executor):
-        self._handlers, self._api, self._handler, self._pool = handlers, api, handler, pool
+
+class _LocalCalls:
+    """The threads in-process calls run on; closed with the server (calls
+    still queued then fail UNAVAILABLE as they start)."""
+
+    def __init__(self, threads: int):
+        self.pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="predict")
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.pool.shutdown(wait=True)  # the calls running now (one session run each)
+
+
+class _LocalMethod:
+    """One RPC of `LocalPredictionStub`: `method(request, timeout)` and
+    `method.future(request, timeout)` as on a gRPC stub, with gRPC's
+    deadline semantics: a call that has not started, or not finished, when
+    its timeout is up fails DEADLINE_EXCEEDED (nothing cancels a session run
+    already started)."""
+
+    def __init__(self, handlers: _Handlers, api: str, handler: Callable, calls: _LocalCalls):
+        self._handlers, self._api, self._handler, self._calls = handlers, api, handler, calls
 
     def __call__(self, request, timeout: float | None = None):
-        try:
-            return self._handlers.run(self._api, request, self._handler)
-        except ServingError as err:
-            raise LocalRpcError(err.code, err.message) from None
+        return self._run(request, None if timeout is None else time.monotonic() + timeout)
 
     def future(self, request, timeout: float | None = None) -> concurrent.futures.Future:
+        expires = None if timeout is None else time.monotonic() + timeout
         try:
-            return self._pool.submit(self, request)
+            return self._calls.pool.submit(self._run, request, expires)
         except RuntimeError:  # the pool is shut down: the server stopped
             failed = concurrent.futures.Future()
-            failed.set_exception(LocalRpcError(grpc.StatusCode.UNAVAILABLE, "the model server has stopped"))
+            failed.set_exception(LocalRpcError(grpc.StatusCode.UNAVAILABLE, STOPPED))
             return failed
+
+    def _run(self, request, expires: float | None):
+        if self._calls.closed:
+            raise LocalRpcError(grpc.StatusCode.UNAVAILABLE, STOPPED)
+        if expires is not None and time.monotonic() >= expires:
+            raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        try:
+            response = self._handlers.run(self._api, request, self._handler)
+        except ServingError as err:
+            raise LocalRpcError(err.code, err.message) from None
+        if expires is not None and time.monotonic() > expires:
+            raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        return response
 
 
 class LocalPredictionStub:
@@ -192,10 +222,10 @@ class LocalPredictionStub:
     the protobuf bytes in between. Errors are `LocalRpcError`s, a
     `grpc.RpcError` with `code()` and `details()`."""
 
-    def __init__(self, handlers: _Handlers, pool: concurrent.futures.Executor):
-        self.Predict = _LocalMethod(handlers, "Predict", handlers.predict, pool)  # noqa: N815  (the stub's names)
+    def __init__(self, handlers: _Handlers, calls: _LocalCalls):
+        self.Predict = _LocalMethod(handlers, "Predict", handlers.predict, calls)  # noqa: N815  (the stub's names)
         self.GetModelMetadata = _LocalMethod(handlers, "GetModelMetadata",  # noqa: N815
-                                             handlers.get_model_metadata, pool)
+                                             handlers.get_model_metadata, calls)
 
 
 def _config_path(config: str) -> str:
@@ -275,7 +305,8 @@ class ModelServer:
         self._manager = ModelManager(server_config.model_config_list.config, self._load)
         self._handlers = _Handlers(self._manager, self.metrics)
         self._grpc_server: grpc.Server | None = None
-        self._local_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._local: _LocalCalls | None = None
+        self._local_lock = threading.Lock()
         self._prometheus: PrometheusEndpoint | None = None
         self.port: int | None = None
         self._stopped = False
@@ -345,11 +376,17 @@ class ModelServer:
     def local_stub(self) -> LocalPredictionStub:
         """A `PredictionServiceStub` for callers in this process (`mer serve`'s
         retrieval service): the gRPC port's handlers, called directly on
-        `grpc_max_threads` threads of its own."""
-        if self._local_pool is None:
-            self._local_pool = concurrent.futures.ThreadPoolExecutor(self._grpc_max_threads,
-                                                                     thread_name_prefix="predict")
-        return LocalPredictionStub(self._handlers, self._local_pool)
+        `grpc_max_threads` threads of its own.
+
+        Raises:
+          RuntimeError: the server has stopped.
+        """
+        with self._local_lock:
+            if self._stopped:
+                raise RuntimeError(f"ModelServer at {self.address}: {STOPPED}")
+            if self._local is None:
+                self._local = _LocalCalls(self._grpc_max_threads)
+            return LocalPredictionStub(self._handlers, self._local)
 
     def wait_until_available(self, model_names: Sequence[str] | None = None,
                              timeout: float | None = 60.0) -> None:
@@ -372,14 +409,15 @@ class ModelServer:
     def stop(self, grace: float = 2.0) -> None:
         """Stops accepting RPCs, lets in-flight ones finish (up to `grace` s),
         then unloads every version. Safe to call twice."""
-        if self._stopped:
-            return
-        self._stopped = True
+        with self._local_lock:
+            if self._stopped:
+                return
+            self._stopped = True
         atexit.unregister(self.stop)
+        if self._local is not None:
+            self._local.close()
         if self._grpc_server is not None:
             self._grpc_server.stop(grace).wait()
-        if self._local_pool is not None:
-            self._local_pool.shutdown(wait=True)
         self._manager.stop()
         if self._prometheus is not None:
             self._prometheus.stop()

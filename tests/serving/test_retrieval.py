@@ -6,6 +6,7 @@ traffic."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import shutil
 import threading
 import time
@@ -367,3 +368,70 @@ def test_in_process_transport_answers_as_grpc(stack, client, world):
             assert errors[0] == errors[1] == errors[2], (case, errors)
             assert errors[0][0] in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
                                     grpc.StatusCode.INVALID_ARGUMENT), (case, errors)
+
+
+class _SilentModelServer:
+    """A Predict stub whose calls never complete (a hung model server)."""
+
+    class _Method:
+        def future(self, request, timeout=None):
+            return concurrent.futures.Future()
+
+    Predict = _Method()
+
+
+def test_a_model_server_that_never_answers_is_deadline_exceeded(stack, world):
+    """Even when nothing ends the tower call (an in-process stub that hangs),
+    the request answers DEADLINE_EXCEEDED shortly after its deadline."""
+    from serving.client import RetrievalClient
+    from serving.retrieval import SEARCH_GRACE_S
+    from serving.retrieval_config import RetrievalConfig
+    from serving.retrieval_server import RetrievalServer
+
+    cfg = RetrievalConfig(export_dir=stack["base"], model_server=stack["models"].address, deadline_ms=100)
+    service = RetrievalServer(cfg, predict_stub=_SilentModelServer()).start()
+    try:
+        service.wait_until_serving(timeout=60)
+        history, negative, topics = eval_users(world)[0]
+        with RetrievalClient(service.address, timeout=10) as client:
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as err:
+                client.retrieve(history, negative, topics, budget=20)
+            took = time.monotonic() - started
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "no answer" in err.value.details()
+        assert 0.1 + SEARCH_GRACE_S - 0.05 < took < 0.1 + SEARCH_GRACE_S + 1.0, took
+    finally:
+        service.stop()
+
+
+def test_local_stub_deadline_and_a_stopped_server(stack, world):
+    """The in-process stub's timeout is a gRPC deadline; once its server
+    stops, calls fail UNAVAILABLE and no new stub is handed out."""
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.model_server import ModelServer
+    from serving.tensors import int64_tensor, string_tensor
+
+    history = eval_users(world)[0][0][:3]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "user_implicit"
+    request.inputs["history_item_ids"].CopyFrom(string_tensor([history]))
+    request.inputs["history_negative"].CopyFrom(int64_tensor([[0] * len(history)]))
+    server = ModelServer(stack["base"], file_system_poll_wait_seconds=0).start()
+    try:
+        server.wait_until_available(["user_implicit"], timeout=120)
+        stub = server.local_stub()
+        assert "embeddings" in stub.Predict(request, timeout=10).outputs
+        assert "embeddings" in stub.Predict.future(request, timeout=10).result().outputs
+        for call in (stub.Predict, lambda r, timeout: stub.Predict.future(r, timeout).result()):
+            with pytest.raises(grpc.RpcError) as err:
+                call(request, timeout=0)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value
+    finally:
+        server.stop()
+    for call in (stub.Predict, lambda r, timeout: stub.Predict.future(r, timeout).result()):
+        with pytest.raises(grpc.RpcError) as err:
+            call(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
+    with pytest.raises(RuntimeError, match="stopped"):
+        server.local_stub()
