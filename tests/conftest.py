@@ -44,14 +44,15 @@ def _built_once(tmp_path_factory, name: str, build) -> Path:
     pytest-xdist the workers share the run's temporary root, and a lock file
     makes the first worker build while the others wait (a build that failed
     leaves no done mark and is redone by the next worker that asks)."""
-    root = tmp_path_factory.getbasetemp()
+    root, run = tmp_path_factory.getbasetemp(), ""
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    path, done = root / f"shared-{name}", root / f"shared-{name}.done"
-    with open(root / f"shared-{name}.lock", "w") as lock:
+        root, run = root.parent, os.environ.get("PYTEST_XDIST_TESTRUNUID", "")[:12]
+    path, done = root / f"shared-{name}{run}", root / f"shared-{name}{run}.done"
+    with open(root / f"shared-{name}{run}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
-            shutil.rmtree(path, ignore_errors=True)
+            if path.exists():
+                shutil.rmtree(path)  # a build that failed part way
             path.mkdir()
             build(path)
             done.touch()
