@@ -28,8 +28,8 @@ POLICIES = ("round_robin", "score")
 DEFAULT_FLOOR = 10  # `score` policy: candidates each embedding is guaranteed
 # `round_robin_sources` replays the repeated candidates with a heap while
 # fewer than 1/WALK_SHARE of those read are repeated, else walks every list
-# in turn (12 lists of ~1,000, 7 of them near-identical, equal budgets: 4.4
-# -> 1.6 ms; the heap stays faster while lists barely overlap).
+# in turn (`python -m benchmarks.merge`, p50: `parallel` lists 2.6 -> 0.9 ms,
+# `heavy` 0.65 ms either way; `realistic` keeps the heap, 0.26 vs 0.88 ms).
 WALK_SHARE = 4
 
 
@@ -298,10 +298,11 @@ def _take_in_turn(lists: np.ndarray, rows: np.ndarray, share: list[int],
                   total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`round_robin_sources` by the definition: round after round, each row
     in turn (`rows`, budgets `share`) takes its next candidate not yet
-    taken. Cost: one step per candidate read, a set of taken ids."""
+    taken. Cost: one step per candidate read, a set of taken ids; each row
+    is read into Python to twice its budget (+16), further as it runs out."""
     sub = np.maximum(lists[rows], -1)
     depth = sub.shape[1]
-    flat = sub.tolist()
+    flat = [sub[t, :min(depth, 2 * b + 16)].tolist() for t, b in enumerate(share)]
     taken = {-1}  # padding is never taken
     left, cursor = list(share), [0] * len(rows)
     turns = list(range(len(rows)))
@@ -310,9 +311,14 @@ def _take_in_turn(lists: np.ndarray, rows: np.ndarray, share: list[int],
         again = []
         for t in turns:
             row, c = flat[t], cursor[t]
-            while c < depth and row[c] in taken:
-                c += 1
-            if c == depth:
+            while True:
+                end = len(row)
+                while c < end and row[c] in taken:
+                    c += 1
+                if c < end or end == depth:
+                    break
+                row.extend(sub[t, end:min(depth, 2 * end)].tolist())  # read on
+            if c == end:
                 continue  # ran out: its remaining budget stays unused
             taken.add(row[c])
             source.append(t)
