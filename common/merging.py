@@ -118,7 +118,7 @@ def round_robin_sources(lists: np.ndarray, budget: np.ndarray,
         offsets = list(itertools.accumulate(need, initial=0))
         repeated = _repeated(cat)
         if len(repeated) * WALK_SHARE > len(cat):  # mostly shared lists: one pass in turn order is cheaper
-            return _take_in_turn(lists, np.asarray(rows), share, total)
+            return _take_in_turn(lists, np.asarray(rows), share, need, total)
         skips, skipped = _walk(cat, offsets, repeated, share)
         short = [n < depth and n - s < b for n, s, b in zip(need, skipped, share)]
         if not any(short):
@@ -294,15 +294,15 @@ def _walk(cat: np.ndarray, offsets: list[int], repeated: np.ndarray,
     return np.asarray(skips, np.int64), [s - o for s, o in zip(shift, offsets)]
 
 
-def _take_in_turn(lists: np.ndarray, rows: np.ndarray, share: list[int],
+def _take_in_turn(lists: np.ndarray, rows: np.ndarray, share: list[int], need: list[int],
                   total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`round_robin_sources` by the definition: round after round, each row
     in turn (`rows`, budgets `share`) takes its next candidate not yet
     taken. Cost: one step per candidate read, a set of taken ids; each row
-    is read into Python to twice its budget (+16), further as it runs out."""
+    is read into Python to its first `need` positions, further as it runs out."""
     sub = np.maximum(lists[rows], -1)
     depth = sub.shape[1]
-    flat = [sub[t, :min(depth, 2 * b + 16)].tolist() for t, b in enumerate(share)]
+    flat = [sub[t, :n].tolist() for t, n in enumerate(need)]
     taken = {-1}  # padding is never taken
     left, cursor = list(share), [0] * len(rows)
     turns = list(range(len(rows)))
