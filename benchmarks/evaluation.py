@@ -89,13 +89,13 @@ def measure_evaluation(size: int, records: int, k: int, dim: int, chunk_size: in
 def measure_input(prepared: str, reads: int, batches: int, repeats: int) -> dict:
     """Examples/s of the training input pipeline (read, filter, parse, pad)."""
     from trainer.config import load_config
-    from trainer.data import build_dataset, target_timestamps
+    from trainer.data import build_dataset
     from trainer.model_io import train_pattern
-    from trainer.task import validation_split
+    from trainer.validation import training_carve
 
     cfg = load_config("synthetic-small")
     pattern = train_pattern(prepared, cfg)
-    split = validation_split(target_timestamps(pattern), cfg.train.validation_fraction)
+    split = training_carve(pattern, cfg)
     rates = []
     for _ in range(repeats + 1):  # the first round warms up
         ds = build_dataset(pattern, 256, cfg.data.history_length, seed=0, repeat=True,

@@ -339,16 +339,15 @@ def run_baselines(dataset, data_dir, work, corpus, truth, seeds, which=BASELINES
                   ease_max_items: int | None = None) -> tuple[dict, dict]:
     """Scores the reference rows named in `which` (cached per dataset under
     `work`). ALS and EASE are tuned on the validation carve of the training
-    data (`trainer.task.validation_split`), never on the eval split.
+    data (`trainer.validation.training_carve`), never on the eval split.
 
     Returns: row name -> runs, and row name -> its tuning (picked
     hyperparameters and every trial's validation HR).
     """
     from trainer import baselines, features
     from trainer.config import load_config
-    from trainer.data import target_timestamps
     from trainer.evaluation import evaluate_scorer, iter_records
-    from trainer.task import validation_split
+    from trainer.validation import training_carve, validation_set
 
     cfg = load_config(DATASETS[dataset])
     train_pattern = f"{data_dir}/{features.TRAIN_IMPLICIT}-*{features.TFRECORD_SUFFIX}"
@@ -381,7 +380,7 @@ def run_baselines(dataset, data_dir, work, corpus, truth, seeds, which=BASELINES
     def carve():
         nonlocal split
         if split is None:
-            split = validation_split(target_timestamps(train_pattern), cfg.train.validation_fraction)
+            split = training_carve(train_pattern, cfg)
         return split
 
     if "popularity" in which:
@@ -413,7 +412,7 @@ def run_baselines(dataset, data_dir, work, corpus, truth, seeds, which=BASELINES
             best, trials = baselines.tune_ease(corpus, train_pattern, carve(), cfg.data.history_length,
                                                grid=grid, max_items=max_items)
             tuned.write_text(json.dumps({"best": {"l2": best}, "grid": grid, "trials": trials,
-                                         "validation_range": carve()["validation_range"],
+                                         "validation_set": validation_set(carve(), 5000, 0),
                                          "seconds": time.time() - started}, indent=2) + "\n")
         tuning["EASE (tuned)"] = json.loads(tuned.read_text())
         best = tuning["EASE (tuned)"]["best"]

@@ -101,10 +101,9 @@ def main(argv=None) -> int:
     from common.merging import DEFAULT_FLOOR, POLICIES
     from trainer.evaluate import eval_pattern, followed
     from trainer import features
-    from trainer.data import target_timestamps
     from trainer.evaluation import ModelScorer, hit_block, iter_records, load_corpus, served_hits
     from trainer.model_io import load_trained
-    from trainer.validation import validation_records, validation_split
+    from trainer.validation import training_carve, validation_records
 
     ks = [int(k) for k in args.ks.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -150,7 +149,7 @@ def main(argv=None) -> int:
                 cfg = (imp or exp)[1]
                 if args.split == "validation":
                     pattern = eval_pattern(data_dir, features.TRAIN_IMPLICIT)
-                    carve = validation_split(target_timestamps(pattern), cfg.train.validation_fraction)
+                    carve = training_carve(pattern, cfg)
                     records = validation_records(pattern, carve, args.max_records or cfg.train.validation_max_records,
                                                  cfg.train.seed, 256, cfg.data.history_length)
                 else:

@@ -268,7 +268,7 @@ def select_ease_l2(corpus: Corpus, sequences, records: Callable[[], Iterator[dic
 def tune_ease(corpus: Corpus, pattern: str, split: dict, history_length: int = 50, k: int = 50,
               grid=EASE_GRID, max_records: int = 5000, max_items: int = EASE_MAX_ITEMS,
               seed: int = 0) -> tuple[float, list[dict]]:
-    """λ on the validation carve (`trainer.task.validation_split`), as
+    """λ on the validation carve (`trainer.validation.training_carve`), as
     `tune_als`: fit on the training sequences before the cutoff, HR@k on
     the training records after it (all of them, or a `seed`ed sample of
     `max_records` when the carve holds more: `trainer.validation`); the
@@ -286,7 +286,7 @@ def tune_ease(corpus: Corpus, pattern: str, split: dict, history_length: int = 5
 
 def tune_als(corpus: Corpus, pattern: str, split: dict, history_length: int = 50, k: int = 50,
              grid: dict = ALS_GRID, seed: int = 0, max_records: int = 5000) -> tuple[dict, list[dict]]:
-    """Grid search on the validation carve (`trainer.task.validation_split`):
+    """Grid search on the validation carve (`trainer.validation.training_carve`):
     fit on training sequences before the cutoff, HR@k on the records after
     (all, or a `seed`ed sample of `max_records`: `trainer.validation`).
 

@@ -327,7 +327,16 @@ class TrainConfig:
       steps_per_epoch: 0 = one pass over the training records.
       validation_fraction: the last share (by target time) of the *training*
         records held out for early stopping and the tuning metric; 0 = none.
-        The eval split is never read by the training job.
+        The eval split is never read by the training job. A per-user carve
+        (`validation_carve`) takes its own share; the fraction only turns it
+        on (> 0) or off (0).
+      validation_carve: which training records validate: `time` (the last
+        `validation_fraction` by target time), `per_user` (each user's last
+        `data.split.per_user_eval` training records, for users with more
+        than that; the carve mirrors the `per_user` eval split, which on
+        logs whose timestamps are positions a time carve does not) or
+        `auto` (`per_user` with the `per_user` data split, else `time`).
+        `validation_fraction=0` turns either off.
       validation_k: K of the monitored validation HR@K.
       validation_max_records: cap on validation records scored per epoch.
         A carve with more is sampled: a uniform random sample of this many
@@ -357,6 +366,7 @@ class TrainConfig:
     epochs: int = 1
     steps_per_epoch: int = 0
     validation_fraction: float = 0.05
+    validation_carve: str = "auto"
     validation_k: int = 50
     validation_max_records: int = 5000
     negative_targets: str = "positive"
@@ -425,6 +435,7 @@ _CHOICES = {
     ("model", "first_centroid"): ("random", "recent"),
     ("model", "mind_routing"): ("original", "eq1"),
     ("train", "negative_targets"): ("positive", "skip"),
+    ("train", "validation_carve"): ("auto", "time", "per_user"),
     ("model", "routing_gradient"): ("last", "all"),
     ("model", "implicit_fields"): ("pooled", "latest"),
 }

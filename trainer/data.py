@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,19 +38,38 @@ _FILTER_BATCH = 4096
 READ_CYCLE = 8
 
 
-def filter_time_range(ds: tf.data.Dataset, time_range: tuple[int, int]) -> tf.data.Dataset:
-    """Serialized records with `lo <= target_timestamp < hi`, in their order.
+def filter_time_range(ds: tf.data.Dataset, time_range) -> tf.data.Dataset:
+    """Serialized records with `lo <= target_timestamp < hi`, in their order;
+    or, for a per-user carve (`trainer.validation.UserCutoffs`), the records
+    of its side (user id -> cutoff in a lookup table).
 
     Why batched: `parse_single_example` per record costs a kernel launch per
     record; one `parse_example` per 4,096 records (in parallel, order kept)
     reads the same fields many times faster.
     """
-    lo, hi = time_range
+    from trainer.validation import NO_CUTOFF, UserCutoffs
+
     spec = {features.TARGET_TIMESTAMP: tf.io.FixedLenFeature([], tf.int64)}
+    if isinstance(time_range, UserCutoffs):
+        spec[features.USER_ID] = tf.io.FixedLenFeature([], tf.string)
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(time_range.users, tf.string),
+                                                tf.constant(time_range.cutoffs, tf.int64)),
+            default_value=tf.constant(NO_CUTOFF, tf.int64))
+        validation = time_range.validation
+
+        def inside(parsed):
+            carved = parsed[features.TARGET_TIMESTAMP] >= table.lookup(parsed[features.USER_ID])
+            return carved if validation else tf.logical_not(carved)
+    else:
+        lo, hi = time_range
+
+        def inside(parsed):
+            ts = parsed[features.TARGET_TIMESTAMP]
+            return tf.logical_and(ts >= lo, ts < hi)
 
     def keep(records):
-        ts = tf.io.parse_example(records, spec)[features.TARGET_TIMESTAMP]
-        return tf.boolean_mask(records, tf.logical_and(ts >= lo, ts < hi))
+        return tf.boolean_mask(records, inside(tf.io.parse_example(records, spec)))
 
     return ds.batch(_FILTER_BATCH).map(keep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
@@ -203,36 +223,51 @@ def match_files(pattern: str) -> list[str]:
 
 def target_timestamps(pattern: str) -> np.ndarray:
     """All `target_timestamp`s of the matching records (one cheap pass)."""
-    return target_columns(pattern, with_ids=False)[0]
+    return target_columns(pattern, with_ids=False).stamps
 
 
-def target_columns(pattern: str, with_ids: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """`(target_timestamp [N], target_item_id [N] or None)` of the matching
+class TargetColumns(NamedTuple):
+    """Columns of every training record, in file order (`target_columns`)."""
+
+    stamps: np.ndarray  # [N] int64 target_timestamp
+    ids: np.ndarray | None  # [N] bytes target_item_id, or None (not read)
+    users: np.ndarray | None  # [N] bytes user_id, or None (not read)
+
+
+def target_columns(pattern: str, with_ids: bool = True, with_users: bool = False) -> TargetColumns:
+    """`target_timestamp` (and `target_item_id`, `user_id`) of the matching
     records, in one pass: the training job's validation carve and logQ warm
     start read the files once."""
-    spec = {features.TARGET_TIMESTAMP: tf.io.FixedLenFeature([], tf.int64)}
+    names = {"stamps": (features.TARGET_TIMESTAMP, tf.int64)}
     if with_ids:
-        spec[features.TARGET_ITEM_ID] = tf.io.FixedLenFeature([], tf.string)
+        names["ids"] = (features.TARGET_ITEM_ID, tf.string)
+    if with_users:
+        names["users"] = (features.USER_ID, tf.string)
+    spec = {feature: tf.io.FixedLenFeature([], dtype) for feature, dtype in names.values()}
     ds = tf.data.TFRecordDataset(match_files(pattern), num_parallel_reads=4).batch(8192).map(
         lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
-    stamps, ids = [], []
+    parts = {name: [] for name in names}
     for b in ds:
-        stamps.append(b[features.TARGET_TIMESTAMP].numpy())
-        if with_ids:
-            ids.append(b[features.TARGET_ITEM_ID].numpy())
-    stamps = np.concatenate(stamps) if stamps else np.zeros(0, np.int64)
-    if not with_ids:
-        return stamps, None
-    return stamps, (np.concatenate(ids) if ids else np.zeros(0, object))
+        for name, (feature, _) in names.items():
+            parts[name].append(b[feature].numpy())
+    columns = {}
+    for name in TargetColumns._fields:
+        if name in names:
+            empty = np.zeros(0, np.int64 if name == "stamps" else object)
+            columns[name] = np.concatenate(parts[name]) if parts[name] else empty
+        else:
+            columns[name] = None
+    return TargetColumns(**columns)
 
 
-def target_counts(columns: tuple[np.ndarray, np.ndarray],
-                  time_range: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def target_counts(columns: TargetColumns, time_range=None) -> tuple[np.ndarray, np.ndarray]:
     """(distinct `target_item_id`s, their counts) among `target_columns`
-    with `lo <= target_timestamp < hi` (the logQ warm start)."""
-    stamps, ids = columns
+    within `time_range` (`(lo, hi)` or a per-user carve side; the logQ warm start)."""
+    from trainer.validation import in_range
+
+    ids = columns.ids
     if time_range is not None:
-        ids = ids[(stamps >= time_range[0]) & (stamps < time_range[1])]
+        ids = ids[in_range(time_range, columns.stamps, columns.users)]
     if not len(ids):
         return np.zeros(0, object), np.zeros(0, np.int64)
     unique, counts = np.unique(ids, return_counts=True)
@@ -254,8 +289,8 @@ def build_dataset(pattern: str, batch_size: int, history_length: int, shuffle: b
     `read_records`); without, the records come file after file, as listed.
 
     Args:
-      time_range: keep records with `lo <= target_timestamp < hi` (the
-        validation carve).
+      time_range: keep records with `lo <= target_timestamp < hi`, or one
+        side of a per-user carve (`filter_time_range`).
       positions: keep only the records at these sorted positions of the
         (time-filtered) stream (`keep_positions`; a sampled validation set).
       skip_batches: global batches already trained: dropped from the start

@@ -5,9 +5,10 @@ TFJob (specs under `deploy/`); see `trainer/runtime.py` for the environment
 it reads. What it does:
 
 1. Carves a validation split from the *training* records: the last
-   `train.validation_fraction` of them by target time, all scored, or a
-   seeded random sample of `train.validation_max_records` of them when the
-   carve holds more (`trainer/validation.py`; training.json's
+   `train.validation_fraction` of them by target time (with the `per_user`
+   data split: each user's last `data.split.per_user_eval` of them), all
+   scored, or a seeded random sample of `train.validation_max_records` of
+   them when the carve holds more (`trainer/validation.py`; training.json's
    `validation_set` says which). The eval split is never read here.
 2. Trains with `Model.fit` under the strategy the cluster calls for
    (MultiWorkerMirroredStrategy for >= 2 workers), on a repeated stream whose
@@ -45,7 +46,7 @@ import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
 from trainer import runtime
 from trainer.config import MerConfig, config_flags, config_to_dict, load_config
 from trainer.model_io import train_pattern
-from trainer.validation import validation_records, validation_set, validation_split
+from trainer.validation import carve_is_per_user, carve_split, validation_records, validation_set
 
 log = logging.getLogger("trainer.task")  # (also when run as __main__)
 
@@ -133,8 +134,16 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
     strategy = runtime.make_strategy(rt)
     keras.utils.set_random_seed(cfg.train.seed)
     pattern = train_pattern(data_dir, cfg)
-    columns = target_columns(pattern, with_ids=cfg.train.logq_warm_start)  # one pass for both
-    split = validation_split(columns[0], cfg.train.validation_fraction)
+    columns = target_columns(pattern, with_ids=cfg.train.logq_warm_start,  # one pass for all
+                             with_users=carve_is_per_user(cfg))
+    split = carve_split(cfg, columns.stamps, columns.users)
+    scored = validation_set(split, cfg.train.validation_max_records, cfg.train.seed)
+    if scored is not None:
+        log.info("validation: %d of %d training records carved (%s), %s scored", split["validation_records"],
+                 split["train_records"] + split["validation_records"],
+                 f"each user's last {scored['per_user_last']}" if "per_user_last" in scored
+                 else f"target time in {scored['time_range']}",
+                 "all" if scored["seed"] is None else f"a sample of {scored['records']} (seed {scored['seed']})")
     batch = cfg.train.batch_size
     steps = cfg.train.steps_per_epoch or max(1, split["train_records"] // batch)
     resume = resume_position(rt.checkpoint_dir, steps)
@@ -189,7 +198,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
         "config": cfg.name, "kind": cfg.model.kind, "data_dir": data_dir,
         "records": {"train": split["train_records"], "validation": split["validation_records"]},
         "validation_cutoff": split["cutoff"], "steps_per_epoch": steps,
-        "validation_set": validation_set(split, cfg.train.validation_max_records, cfg.train.seed),
+        "validation_set": scored,
         "items_topics_truncated": table.topics_truncated,
         # Epochs of the whole job (a resumed one's earlier processes too) of
         # train.epochs at most; fewer when early stopping ended it.

@@ -110,6 +110,17 @@ def test_train_then_evaluate_on_a_per_user_split(prepared, tmp_path):
     summary = json.loads((model_dir / "training.json").read_text())
     assert summary["records"]["train"] + summary["records"]["validation"] == manifest["counts"][
         "examples/train/implicit"]
+    # The validation carve mirrors the eval split: each user's last N
+    # training records (users with more than N of them), not a time range.
+    by_user = {}
+    for r in read_examples(f"{out}/train/implicit-*"):
+        by_user.setdefault(r["user_id"], []).append(r["target_timestamp"])
+    carved = {u: sorted(ts)[-N_EVAL:] for u, ts in by_user.items() if len(ts) > N_EVAL}
+    assert summary["records"]["validation"] == sum(len(ts) for ts in carved.values())
+    assert summary["validation_set"] == {"records": summary["records"]["validation"],
+                                         "carve_records": summary["records"]["validation"], "selection": "all",
+                                         "seed": None, "per_user_last": N_EVAL, "users": len(carved)}
+    assert summary["validation_cutoff"] is None
     assert cli.main(["evaluate", "--model_dir", str(model_dir), "--ks", "5,10"]) == 0
     report = json.loads((model_dir / "evaluation.json").read_text())
     assert report["records"] == manifest["counts"]["examples/eval/implicit"] == N_EVAL * 8

@@ -129,11 +129,13 @@ def test_target_columns_read_once_serve_the_carve_and_the_logq_counts(world):
     from trainer.validation import validation_split
 
     pattern = f"{world}/{features.TRAIN_IMPLICIT}-*"
-    stamps, ids = target_columns(pattern)
+    columns = target_columns(pattern)
+    stamps = columns.stamps
+    assert columns.users is None  # read only when asked (the per-user carve)
     np.testing.assert_array_equal(stamps, target_timestamps(pattern))
     split = validation_split(stamps, 0.1)
     lo, hi = split["train_range"]
-    unique, counts = target_counts((stamps, ids), split["train_range"])
+    unique, counts = target_counts(columns, split["train_range"])
     want = {}
     for batch in data.build_dataset(pattern, 512, 5, shuffle=False, drop_remainder=False):
         for item, ts in zip(batch[features.TARGET_ITEM_ID].numpy(), batch[features.TARGET_TIMESTAMP].numpy()):

@@ -14,7 +14,8 @@ from trainer.config import MerConfig, config_flags, config_keys, config_to_dict,
 from trainer.data import target_timestamps
 from trainer.layers._keras import tf
 from trainer.model import DIAGNOSTICS
-from trainer.task import config_from_args, final_line, main, parse_args, train, validation_split
+from trainer.task import config_from_args, final_line, main, parse_args, train
+from trainer.validation import validation_split
 
 pytestmark = pytest.mark.slow
 
