@@ -246,6 +246,22 @@ def build_export(directory: pathlib.Path, num_items: int, seed: int) -> dict:
     return summary | {"reused": False}
 
 
+def served_export(cache: pathlib.Path, num_items: int, seed: int) -> tuple[dict, pathlib.Path, list[dict]]:
+    """The cached export (`build_export`) at version 1 only, its serving files
+    rewritten (absolute paths: right even if the cache moved).
+
+    Returns: `(build summary, export base, request bodies)`.
+    """
+    from export.exporter import write_serving_files
+
+    directory = cache / f"items-{num_items}-seed{seed}"
+    export = build_export(directory, num_items, seed)
+    base = directory / "base"
+    drop_versions_above(base, 1)
+    write_serving_files(str(base))
+    return export, base, json.loads((directory / "users.json").read_text())
+
+
 def drop_versions_above(base: pathlib.Path, version: int) -> list[str]:
     """Removes every model and index version above `version` (and hidden
     temporary siblings), so each run starts from the cached version 1."""
@@ -691,21 +707,14 @@ def main(argv=None) -> int:
     setup_logging()  # before TensorFlow loads (only the export build loads it here)
     import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
 
-    directory = pathlib.Path(args.cache) / f"items-{items}-seed{args.seed}"
-    export = build_export(directory, items, args.seed)
-    base = directory / "base"
-    from export.exporter import write_serving_files
-
-    drop_versions_above(base, 1)
-    write_serving_files(str(base))  # absolute paths: right even if the cache moved
-    users = json.loads((directory / "users.json").read_text())
+    export, base, users = served_export(pathlib.Path(args.cache), items, args.seed)
     command = " ".join(["python -m benchmarks.serving", *(sys.argv[1:] if argv is None else argv)])
     result = {"command": command, "quick": args.quick, "budget": args.budget, "serve_args": args.serve_args,
               "export": export,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version()}, "source": source_state(),
               "levels": []}
-    server = Server(base, directory / "server.log", extra_args=args.serve_args.split())
+    server = Server(base, base.parent / "server.log", extra_args=args.serve_args.split())
     try:
         result["server"] = {"startup_seconds": round(server.startup_seconds, 1), "ready": server.ready}
         warm = Traffic(server.address, users, 1, args.budget).start()

@@ -172,8 +172,10 @@ def serve_and_query(base: str, data: str, records: int, stages: Stages) -> tuple
     models = stages.run("start model server", lambda: ModelServer(base).start())
     try:
         models.wait_until_available(timeout=300)
+        # Wired as `mer serve` wires them: the service calls the model server in process.
+        cfg = RetrievalConfig(export_dir=base, model_server=models.address)
         service = stages.run("start retrieval service",
-                             lambda: RetrievalServer(RetrievalConfig(export_dir=base, model_server=models.address)).start())
+                             lambda: RetrievalServer(cfg, predict_stub=models.local_stub()).start())
         try:
             service.wait_until_serving(timeout=120)
             # Shown users come from a larger pool: on MovieLens most early eval records belong to users

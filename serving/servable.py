@@ -27,6 +27,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, predict
 
 from serving.batch_scheduler import BatchScheduler, BatchStats, Feeds
 from serving.server_config import BatchingOptions
+from serving.tensors import to_proto
 from serving.serving_error import ServingError, code_from_number
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class Servable:
         response.model_spec.version.value = self.version
         response.model_spec.signature_name = signature_name
         for alias in outputs:
-            response.outputs[alias].CopyFrom(tf.make_tensor_proto(values[alias]))
+            response.outputs[alias].CopyFrom(to_proto(values[alias]))
         return response
 
     def _where(self, signature_name: str) -> str:

@@ -1,6 +1,6 @@
 """NumPy <-> `TensorProto` for the few dtypes the towers use, without
-TensorFlow (the retrieval service's hot path: `tf.make_tensor_proto` costs
-more than the conversion itself)."""
+TensorFlow (the model server's and the retrieval service's hot path:
+`tf.make_tensor_proto` costs more than the conversion itself)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,23 @@ def int64_tensor(rows: list[list[int]]) -> tensor_pb2.TensorProto:
     values = np.asarray(rows, np.int64)
     return tensor_pb2.TensorProto(dtype=types_pb2.DT_INT64, tensor_shape=_shape(values.shape),
                                   tensor_content=values.tobytes())
+
+
+_PACKED = {np.dtype(np.float32): types_pb2.DT_FLOAT, np.dtype(np.float64): types_pb2.DT_DOUBLE,
+           np.dtype(np.int32): types_pb2.DT_INT32, np.dtype(np.int64): types_pb2.DT_INT64}
+
+
+def to_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
+    """`tf.make_tensor_proto(value)`, the same message, without TensorFlow's
+    Python for the arrays it packs (float32/64, int32/64, rank >= 1); other
+    values through it."""
+    enum = _PACKED.get(value.dtype) if isinstance(value, np.ndarray) and value.ndim else None
+    if enum is None:
+        import tensorflow as tf
+
+        return tf.make_tensor_proto(value)
+    return tensor_pb2.TensorProto(dtype=enum, tensor_shape=_shape(value.shape),
+                                  tensor_content=value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes())
 
 
 def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:

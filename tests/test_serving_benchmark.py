@@ -11,7 +11,7 @@ untrained towers of the benchmark make common."""
 
 import pytest
 
-from benchmarks import serving
+from benchmarks import serving, serving_path
 from mer_testing import run_benchmark
 
 pytestmark = pytest.mark.slow
@@ -80,3 +80,21 @@ def test_hot_swap_loses_no_request(run):
     assert bars["hot_swap"]["met"] is True and bars["soak_16_clients"]["met"] is None
     assert bars["p90_1_client"]["met"] in (True, False)
     assert "bar hot_swap (zero failed requests across a version hot swap): met" in printed
+
+
+def test_serving_path_times_one_request_at_a_time_on_the_same_export(run):
+    _, _, tmp = run
+    out = tmp / "serving_path.json"
+    result, printed = run_benchmark(serving_path.main, ["--items", "20000", "--cache", str(tmp / "cache"),
+                                                        "--requests", "12", "--out", str(out)], out)
+    assert result["export_reused"] is True and result["requests"] == 12
+    assert set(result["towers_alone"]) == {"user_implicit", "user_explicit"}
+    assert all(0 < s["p50"] <= s["p90"] and s["cpu_ms"] > 0 for s in result["towers_alone"].values())
+    marks = result["timeline_ms"]
+    assert set(marks) == {"implicit tower answered", "explicit tower answered", "implicit searches done",
+                          "explicit searches done", "answer ready"}
+    assert list(marks)[-1] == "answer ready"  # ordered by median: the answer comes last
+    for retriever in ("implicit", "explicit"):
+        assert 0 < marks[f"{retriever} tower answered"]["p50"] <= marks[f"{retriever} searches done"]["p50"]
+    assert result["cpu_ms_per_request"] > 0
+    assert "| ms after the request started | mean | p50 | p90 |" in printed
