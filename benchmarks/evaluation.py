@@ -8,9 +8,14 @@ the peak of NumPy/Python allocations during the evaluation (tracemalloc),
 the process's peak RSS, and the size the unchunked `[256, K, C]` score array
 alone would have had.
 
-Input: examples/s read and parsed by `trainer.data.build_dataset` (shuffled,
+Input: examples/s read and parsed (steady state: after 10 batches) by `trainer.data.build_dataset` (shuffled,
 interleaved, validation time filter, batch 256) from a prepared world's
-training TFRecords, for 1 and 2 parallel reads.
+training TFRecords, for 1 and 2 parallel reads; and with 1 and 2 worker
+processes of one MultiWorkerMirroredStrategy job on this machine (TF_CONFIG
+on loopback, the training job's strategy and dataset sharding: with enough
+files each worker reads only its own), each iterating the distributed
+dataset: examples/s of the job = examples delivered on all workers / the
+slowest worker's seconds.
 
   python -m benchmarks.evaluation [--corpus 100000,1000000] [--records 2000]
                                   [--prepared DIR] [--out benchmarks/results/evaluation.json]
@@ -87,7 +92,8 @@ def measure_evaluation(size: int, records: int, k: int, dim: int, chunk_size: in
 
 
 def measure_input(prepared: str, reads: int, batches: int, repeats: int) -> dict:
-    """Examples/s of the training input pipeline (read, filter, parse, pad)."""
+    """Examples/s of the training input pipeline (read, filter, parse, pad),
+    steady state: timed after 10 batches, which fill the shuffle buffer."""
     from trainer.config import load_config
     from trainer.data import build_dataset
     from trainer.model_io import train_pattern
@@ -98,13 +104,87 @@ def measure_input(prepared: str, reads: int, batches: int, repeats: int) -> dict
     split = training_carve(pattern, cfg)
     rates = []
     for _ in range(repeats + 1):  # the first round warms up
-        ds = build_dataset(pattern, 256, cfg.data.history_length, seed=0, repeat=True,
-                           time_range=split["train_range"], num_parallel_reads=reads).take(batches)
+        ds = iter(build_dataset(pattern, 256, cfg.data.history_length, seed=0, repeat=True,
+                                time_range=split["train_range"], num_parallel_reads=reads))
+        for _ in range(10):
+            next(ds)
         start = time.perf_counter()
-        n = sum(int(b["user_id"].shape[0]) for b in ds)
+        n = sum(int(next(ds)["user_id"].shape[0]) for _ in range(batches))
         rates.append(n / (time.perf_counter() - start))
     return {"parallel_reads": reads, "batches": batches, "examples_per_s": statistics.median(rates[1:]),
             "range": [min(rates[1:]), max(rates[1:])]}
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def measure_workers(prepared: str, workers: int, batches: int) -> dict:
+    """Examples/s of the training input with `workers` worker processes of
+    one job (`_input_worker` in each)."""
+    import os
+
+    hosts = [f"127.0.0.1:{p}" for p in _free_ports(workers)] if workers >= 2 else []
+    procs = []
+    for index in range(workers):
+        env = dict(os.environ)
+        if hosts:
+            env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+        cmd = [sys.executable, "-m", "benchmarks.evaluation", "--_input_worker", str(workers), "--prepared", prepared,
+               "--input_batches", str(batches)]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"input worker failed ({proc.returncode}): {err[-2000:]}")
+        done.append(json.loads(out.strip().splitlines()[-1]))
+    examples = sum(d["examples"] for d in done)
+    seconds = max(d["seconds"] for d in done)
+    return {"workers": workers, "global_batches": batches, "examples": examples, "seconds": round(seconds, 2),
+            "examples_per_s": examples / seconds, "files_per_worker": [d["files"] for d in done],
+            "sharded_by_file": done[0]["by_file"]}
+
+
+def _input_worker(prepared: str, workers: int, batches: int) -> dict:
+    """One worker: the training job's strategy and dataset, `batches` global
+    batches iterated after 10 of warm-up; its examples and seconds."""
+    from trainer import runtime
+    from trainer.config import load_config
+    from trainer.data import build_dataset, match_files, shards_by_file
+    from trainer.model_io import train_pattern
+    from trainer.validation import training_carve
+
+    rt = runtime.resolve(model_dir="unused")
+    strategy = runtime.make_strategy(rt)
+    cfg = load_config("synthetic-small")
+    pattern = train_pattern(prepared, cfg)
+    split = training_carve(pattern, cfg)
+    batch = 256
+    ds = build_dataset(pattern, batch, cfg.data.history_length, seed=0, repeat=True, time_range=split["train_range"],
+                       num_workers=workers, num_replicas=strategy.num_replicas_in_sync)
+    batches_in = iter(strategy.experimental_distribute_dataset(ds))
+
+    def local_examples() -> int:
+        values = strategy.experimental_local_results(next(batches_in))
+        return sum(int(v["user_id"].shape[0]) for v in values)
+
+    for _ in range(10):
+        local_examples()
+    start = time.perf_counter()
+    n = sum(local_examples() for _ in range(batches))
+    files = len(match_files(pattern))
+    by_file = workers >= 2 and shards_by_file(files, workers, batch, strategy.num_replicas_in_sync)
+    return {"examples": n, "seconds": time.perf_counter() - start,
+            "files": files // workers if by_file else files, "by_file": bool(by_file)}
 
 
 def main(argv=None) -> int:
@@ -118,8 +198,15 @@ def main(argv=None) -> int:
     parser.add_argument("--input_batches", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/evaluation.json")
+    parser.add_argument("--input_workers", default="1,2", help="worker processes of one job (comma-separated)")
     parser.add_argument("--_one", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--_input_worker", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args._input_worker:
+        import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
+
+        print(json.dumps(_input_worker(args.prepared, args._input_worker, args.input_batches)))
+        return 0
 
     from trainer.evaluation import CHUNK_SIZE
 
@@ -146,6 +233,8 @@ def main(argv=None) -> int:
             run_prepare(load_config("synthetic-small"), prepared,
                         ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
         inputs = [measure_input(prepared, reads, args.input_batches, args.repeats) for reads in (1, 2)]
+        workers = [measure_workers(prepared, int(w), args.input_batches)
+                   for w in args.input_workers.split(",") if w]
 
     print(f"Exact evaluation, {args.records} records, K={args.embeddings}, d={args.dim}, chunk {chunk} columns")
     print("| corpus | s | records/s | peak tracemalloc MiB | peak RSS MiB | corpus embeddings MiB "
@@ -161,9 +250,16 @@ def main(argv=None) -> int:
     for r in inputs:
         print(f"| {r['parallel_reads']} | {r['examples_per_s']:,.0f} | "
               f"{r['range'][0]:,.0f}-{r['range'][1]:,.0f} |")
+    print(f"\nTraining input, worker processes of one job ({args.input_batches} global batches of 256)")
+    print("| workers | examples/s (all workers) | seconds (slowest) | files read per worker | sharded by file |")
+    print("|---|---|---|---|---|")
+    for r in workers:
+        print(f"| {r['workers']} | {r['examples_per_s']:,.0f} | {r['seconds']:.1f} | "
+              f"{', '.join(map(str, r['files_per_worker']))} | {'yes' if r['sharded_by_file'] else 'no'} |")
     from benchmarks import write_result
 
-    write_result(args.out, {"evaluation": evaluation, "input": inputs, "prepared": args.prepared or "synthetic-small"})
+    write_result(args.out, {"evaluation": evaluation, "input": inputs, "input_workers": workers,
+                            "prepared": args.prepared or "synthetic-small"})
     return 0
 
 
