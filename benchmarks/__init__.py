@@ -6,6 +6,19 @@ import json
 import pathlib
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free TCP ports on loopback (for worker clusters on one machine)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
 def write_result(path, result) -> pathlib.Path:
     """Writes a benchmark's JSON result (parents created; floats from NumPy allowed)."""
     out = pathlib.Path(path)

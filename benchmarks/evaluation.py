@@ -115,24 +115,14 @@ def measure_input(prepared: str, reads: int, batches: int, repeats: int) -> dict
             "range": [min(rates[1:]), max(rates[1:])]}
 
 
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def measure_workers(prepared: str, workers: int, batches: int) -> dict:
     """Examples/s of the training input with `workers` worker processes of
     one job (`_input_worker` in each)."""
     import os
 
-    hosts = [f"127.0.0.1:{p}" for p in _free_ports(workers)] if workers >= 2 else []
+    from benchmarks import free_ports
+
+    hosts = [f"127.0.0.1:{p}" for p in free_ports(workers)] if workers >= 2 else []
     procs = []
     for index in range(workers):
         env = dict(os.environ)

@@ -5,25 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from benchmarks import free_ports
 from mer_testing import REPO, kill_after_first_backup
 
 pytestmark = pytest.mark.slow
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 ARGS = ["--set", "train.epochs=2", "--set", "train.steps_per_epoch=5", "--set", "train.batch_size=64",
@@ -34,7 +24,7 @@ TIMEOUT = 600
 def _pair(world: str, model_dir) -> dict:
     """Both workers of one job (TF_CONFIG on loopback), one TF thread pool
     each: the reference and the job to kill run side by side."""
-    hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
     procs = {}
     for index in range(2):
         env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
