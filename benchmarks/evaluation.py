@@ -8,9 +8,9 @@ the peak of NumPy/Python allocations during the evaluation (tracemalloc),
 the process's peak RSS, and the size the unchunked `[256, K, C]` score array
 alone would have had.
 
-Input: examples/s read and parsed (steady state: after 10 batches) by `trainer.data.build_dataset` (shuffled,
-interleaved, validation time filter, batch 256) from a prepared world's
-training TFRecords, for 1 and 2 parallel reads; and with 1 and 2 worker
+Input: examples/s read and parsed in steady state (after 10 batches) by
+`trainer.data.build_dataset` (shuffled, interleaved, validation time
+filter, batch 256) from a prepared world's training TFRecords, for 1 and 2 parallel reads; and with 1 and 2 worker
 processes of one MultiWorkerMirroredStrategy job on this machine (TF_CONFIG
 on loopback, the training job's strategy and dataset sharding: with enough
 files each worker reads only its own), each iterating the distributed
@@ -91,26 +91,46 @@ def measure_evaluation(size: int, records: int, k: int, dim: int, chunk_size: in
             "hr_at_100": float((out.ranks <= 100).mean())}
 
 
-def measure_input(prepared: str, reads: int, batches: int, repeats: int) -> dict:
-    """Examples/s of the training input pipeline (read, filter, parse, pad),
-    steady state: timed after 10 batches, which fill the shuffle buffer."""
+INPUT_BATCH = 256
+WARMUP_BATCHES = 10  # fill the 20,000-record shuffle buffer before the clock starts
+
+
+def _training_input(prepared: str, **kwargs):
+    """The training job's dataset (synthetic-small config, its training
+    carve, batch 256, repeated) over `prepared`; `kwargs` to `build_dataset`.
+
+    Returns: `(dataset, training file count)`.
+    """
     from trainer.config import load_config
-    from trainer.data import build_dataset
+    from trainer.data import build_dataset, match_files
     from trainer.model_io import train_pattern
     from trainer.validation import training_carve
 
     cfg = load_config("synthetic-small")
     pattern = train_pattern(prepared, cfg)
-    split = training_carve(pattern, cfg)
+    ds = build_dataset(pattern, INPUT_BATCH, cfg.data.history_length, seed=0, repeat=True,
+                       time_range=training_carve(pattern, cfg)["train_range"], **kwargs)
+    return ds, len(match_files(pattern))
+
+
+def _steady_examples(next_examples, batches: int) -> tuple[int, float]:
+    """`(examples, seconds)` of `batches` calls of `next_examples()` (examples
+    in the next batch), after `WARMUP_BATCHES` untimed ones."""
+    for _ in range(WARMUP_BATCHES):
+        next_examples()
+    start = time.perf_counter()
+    n = sum(next_examples() for _ in range(batches))
+    return n, time.perf_counter() - start
+
+
+def measure_input(prepared: str, reads: int, batches: int, repeats: int) -> dict:
+    """Examples/s of the training input pipeline (read, filter, parse, pad),
+    steady state (`_steady_examples`)."""
     rates = []
     for _ in range(repeats + 1):  # the first round warms up
-        ds = iter(build_dataset(pattern, 256, cfg.data.history_length, seed=0, repeat=True,
-                                time_range=split["train_range"], num_parallel_reads=reads))
-        for _ in range(10):
-            next(ds)
-        start = time.perf_counter()
-        n = sum(int(next(ds)["user_id"].shape[0]) for _ in range(batches))
-        rates.append(n / (time.perf_counter() - start))
+        ds = iter(_training_input(prepared, num_parallel_reads=reads)[0])
+        n, seconds = _steady_examples(lambda: int(next(ds)["user_id"].shape[0]), batches)
+        rates.append(n / seconds)
     return {"parallel_reads": reads, "batches": batches, "examples_per_s": statistics.median(rates[1:]),
             "range": [min(rates[1:]), max(rates[1:])]}
 
@@ -146,35 +166,23 @@ def measure_workers(prepared: str, workers: int, batches: int) -> dict:
 
 def _input_worker(prepared: str, workers: int, batches: int) -> dict:
     """One worker: the training job's strategy and dataset, `batches` global
-    batches iterated after 10 of warm-up; its examples and seconds."""
+    batches in steady state (`_steady_examples`); its examples and seconds."""
     from trainer import runtime
-    from trainer.config import load_config
-    from trainer.data import build_dataset, match_files, shards_by_file
-    from trainer.model_io import train_pattern
-    from trainer.validation import training_carve
+    from trainer.data import shards_by_file
 
-    rt = runtime.resolve(model_dir="unused")
-    strategy = runtime.make_strategy(rt)
-    cfg = load_config("synthetic-small")
-    pattern = train_pattern(prepared, cfg)
-    split = training_carve(pattern, cfg)
-    batch = 256
-    ds = build_dataset(pattern, batch, cfg.data.history_length, seed=0, repeat=True, time_range=split["train_range"],
-                       num_workers=workers, num_replicas=strategy.num_replicas_in_sync)
+    strategy = runtime.make_strategy(runtime.resolve(model_dir="unused"))
+    replicas = strategy.num_replicas_in_sync
+    ds, files = _training_input(prepared, num_workers=workers, num_replicas=replicas)
     batches_in = iter(strategy.experimental_distribute_dataset(ds))
 
     def local_examples() -> int:
         values = strategy.experimental_local_results(next(batches_in))
         return sum(int(v["user_id"].shape[0]) for v in values)
 
-    for _ in range(10):
-        local_examples()
-    start = time.perf_counter()
-    n = sum(local_examples() for _ in range(batches))
-    files = len(match_files(pattern))
-    by_file = workers >= 2 and shards_by_file(files, workers, batch, strategy.num_replicas_in_sync)
-    return {"examples": n, "seconds": time.perf_counter() - start,
-            "files": files // workers if by_file else files, "by_file": bool(by_file)}
+    n, seconds = _steady_examples(local_examples, batches)
+    by_file = workers >= 2 and shards_by_file(files, workers, INPUT_BATCH, replicas)
+    return {"examples": n, "seconds": seconds, "files": files // workers if by_file else files,
+            "by_file": bool(by_file)}
 
 
 def main(argv=None) -> int:

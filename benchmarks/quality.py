@@ -409,10 +409,11 @@ def run_baselines(dataset, data_dir, work, corpus, truth, seeds, which=BASELINES
         if not tuned.exists() or json.loads(tuned.read_text()).get("grid") != grid:
             log(f"{dataset}: tuning EASE λ on the validation carve ({carve()['validation_records']} records)")
             started = time.time()
+            scored = {"max_records": 5000, "seed": 0}  # what tune_ease scores, as recorded below
             best, trials = baselines.tune_ease(corpus, train_pattern, carve(), cfg.data.history_length,
-                                               grid=grid, max_items=max_items)
+                                               grid=grid, max_items=max_items, **scored)
             tuned.write_text(json.dumps({"best": {"l2": best}, "grid": grid, "trials": trials,
-                                         "validation_set": validation_set(carve(), 5000, 0),
+                                         "validation_set": validation_set(carve(), **scored),
                                          "seconds": time.time() - started}, indent=2) + "\n")
         tuning["EASE (tuned)"] = json.loads(tuned.read_text())
         best = tuning["EASE (tuned)"]["best"]

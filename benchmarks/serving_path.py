@@ -75,11 +75,9 @@ def _stats(values) -> dict:
 
 
 def _requests(users: list[dict], budget: int) -> list:
-    from serving.protos import retrieval_pb2 as pb
+    from serving.client import retrieve_request
 
-    return [pb.RetrieveRequest(history=[pb.Engagement(item_id=i, negative=bool(n))
-                                        for i, n in zip(u["history"], u["negative"])],
-                               followed_topics=u["topics"], budget=budget) for u in users]
+    return [retrieve_request(u["history"], u["negative"], u["topics"], budget) for u in users]
 
 
 def towers_alone(retriever, requests: list) -> dict:

@@ -13,6 +13,15 @@ from serving.protos import retrieval_pb2 as pb
 from serving.protos import retrieval_pb2_grpc as pb_grpc
 
 
+def retrieve_request(history: list[str], negative: list[bool] | None = None, followed_topics: list[str] = (),
+                     budget: int = 0, seed: int = 0, merge_policy: str = "") -> pb.RetrieveRequest:
+    """A `RetrieveRequest` (negative: one flag per history item, default none)."""
+    negative = list(negative or [False] * len(history))
+    return pb.RetrieveRequest(
+        history=[pb.Engagement(item_id=i, negative=bool(n)) for i, n in zip(history, negative)],
+        followed_topics=list(followed_topics), budget=budget, seed=seed, merge_policy=merge_policy)
+
+
 class RetrievalClient:
     """Sends `RetrieveRequest`s; gRPC errors surface as `grpc.RpcError`."""
 
@@ -24,11 +33,8 @@ class RetrievalClient:
     def retrieve(self, history: list[str], negative: list[bool] | None = None,
                  followed_topics: list[str] = (), budget: int = 0, seed: int = 0,
                  merge_policy: str = "") -> pb.RetrieveResponse:
-        negative = list(negative or [False] * len(history))
-        request = pb.RetrieveRequest(
-            history=[pb.Engagement(item_id=i, negative=bool(n)) for i, n in zip(history, negative)],
-            followed_topics=list(followed_topics), budget=budget, seed=seed, merge_policy=merge_policy)
-        return self.stub.Retrieve(request, timeout=self.timeout)
+        return self.stub.Retrieve(retrieve_request(history, negative, followed_topics, budget, seed, merge_policy),
+                                  timeout=self.timeout)
 
     def health(self) -> str:
         from common.extras import require

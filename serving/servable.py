@@ -27,8 +27,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, predict
 
 from serving.batch_scheduler import BatchScheduler, BatchStats, Feeds
 from serving.server_config import BatchingOptions
-from serving.tensors import to_proto
 from serving.serving_error import ServingError, code_from_number
+from serving.tensors import to_proto
 
 log = logging.getLogger(__name__)
 
