@@ -22,7 +22,9 @@ output; when it ends they equal the manifest's counts.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
+import itertools
 import json
 
 import apache_beam as beam
@@ -32,7 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam import mappers, movielens
 from beam.combiners import SumDict
 from beam.readers import DEAD, METRICS_NAMESPACE, STATS, ReadRecords, check_columns, expand_files, read_records
-from beam.records import Event, Follow, dead_letter
+from beam.records import Event, Follow, Item, dead_letter, pack, pack_many, unpack, unpack_many
 from beam.shard_writer import TFRecordShard, shard_path, write_text
 from beam.tables import build_tables
 from beam.user_records import build_user_records, order_and_dedup, stable_shard
@@ -56,8 +58,8 @@ class FirstItem(beam.DoFn):
         self._paths = paths
 
     def process(self, element):
-        item_id, rows = element
-        rows = sorted(rows, key=lambda r: (r.file_index, r.line))
+        item_id, packed = element
+        rows = sorted((Item(*unpack(r)[1]) for r in packed), key=lambda r: (r.file_index, r.line))
         yield rows[0]
         for row in rows[1:]:
             first = rows[0]
@@ -74,8 +76,9 @@ class ShardUserRecords(ReadRecords):
     """Reads events and follows; keys both by user shard in ONE PCollection.
 
     Events whose item is not in the item table go to the dead letter. Records
-    cross the shuffle as `(shard, (kind, plain tuple))`: Beam's fast primitive
-    coder handles plain tuples natively, where NamedTuples fall back to pickle.
+    cross the shuffle as `(shard, bytes)`, up to `BATCH` records of one file
+    and shard packed per value (`beam.records.pack_many`): the shuffle then
+    holds thousands of values, not one per event.
 
     Why one producer instead of `CoGroupByKey`: on the multi-process
     DirectRunner (Beam 2.77) a Flatten of two PCollections into a
@@ -85,10 +88,20 @@ class ShardUserRecords(ReadRecords):
     runner handles best.
     """
 
+    BATCH = 4096  # records per shuffled value
+
     def __init__(self, specs, paths: dict[str, list[str]], num_shards: int):
         super().__init__(specs)
         self._paths = paths
         self._num_shards = num_shards
+        self._batches: dict[int, list] = {}
+
+    def process(self, element, *side_inputs):
+        self._batches = {}  # one file per element: nothing carries over (or survives a retry)
+        yield from super().process(element, *side_inputs)
+        for shard in sorted(self._batches):
+            yield shard, pack_many(self._batches[shard])
+        self._batches = {}
 
     def route(self, kind, record, items):
         if kind == "events" and record.item_id not in items:
@@ -98,14 +111,20 @@ class ShardUserRecords(ReadRecords):
                                   f"item_id {record.item_id!r} is not in the item table"),
             )
             return
-        yield stable_shard(record.user_id, self._num_shards), (kind, tuple(record))
+        shard = stable_shard(record.user_id, self._num_shards)
+        batch = self._batches.setdefault(shard, [])
+        batch.append((kind, tuple(record)))
+        if len(batch) >= self.BATCH:
+            yield shard, pack_many(self._batches.pop(shard))
 
 
 class DedupShard(beam.DoFn):
     """Per user shard: SPEC §6.1 ordering and (user, item) de-duplication.
 
-    Emits one element per shard `(shard, [(user, events, follows), ...])`
-    sorted by user, its timestamps (for the quantile) and dead letters.
+    Emits one element per shard, `(shard, pack_many([(user, [tuple(event),
+    ...], follows), ...]))` sorted by user (the shard's data waits in the
+    runner until the cutoff is known: packed it is about half the bytes of
+    pickled `Event`s), its timestamps (for the quantile) and dead letters.
     """
 
     def __init__(self, event_paths: list[str], follow_paths: list[str]):
@@ -116,7 +135,7 @@ class DedupShard(beam.DoFn):
         shard, records = element
         by_user: dict[str, list] = collections.defaultdict(list)
         follows = []
-        for kind, fields in records:
+        for kind, fields in itertools.chain.from_iterable(map(unpack_many, records)):
             if kind == "events":
                 event = Event(*fields)
                 by_user[event.user_id].append(event)
@@ -151,11 +170,11 @@ class DedupShard(beam.DoFn):
                     ),
                 )
             stamps.extend(e.timestamp for e in kept)
-            users.append((user_id, kept, follows_by_user.get(user_id, [])))
+            users.append((user_id, [tuple(e) for e in kept], follows_by_user.get(user_id, [])))
         yield beam.pvalue.TaggedOutput(TIMESTAMPS, np.asarray(stamps, dtype=np.int64))
         yield beam.pvalue.TaggedOutput(STATS, ("events_kept", len(stamps)))
         yield beam.pvalue.TaggedOutput(STATS, ("users", len(users)))
-        yield shard, users
+        yield shard, pack_many(users)
 
 
 class QuantileFn(beam.CombineFn):
@@ -197,27 +216,30 @@ class WriteExampleShard(beam.DoFn):
         self._opts = opts
 
     def process(self, element, cutoff, items):
-        shard, users = element
-        buffers = {name: [] for name in features.EXAMPLE_OUTPUTS}
+        shard, packed = element
+        users = ((user_id, [Event(*e) for e in events], follows) for user_id, events, follows in unpack_many(packed))
         counts: collections.Counter = collections.Counter()
         item_counts: collections.Counter = collections.Counter()
         follows_total = 0
-        for user_id, events, follows in users:
-            if cutoff is None and self._opts.split.mode != "per_user":
-                break  # a temporal split without events has no T, and nothing to build
-            built = build_user_records(user_id, events, follows, cutoff, items, self._opts)
-            for name in features.EXAMPLE_OUTPUTS:
-                buffers[name].extend(built[name])
-            counts.update(built["counts"])
-            item_counts.update(built["train_items"])
-            follows_total += bool(built["follows"])
-        for name in features.EXAMPLE_OUTPUTS:
-            path = shard_path(self._output_dir, name, shard, self._num_shards)
-            with TFRecordShard(path) as writer:
-                for record in buffers[name]:
-                    writer.write(record)
-            beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"examples/{name}").inc(len(buffers[name]))
-            yield beam.pvalue.TaggedOutput(STATS, (f"examples/{name}", len(buffers[name])))
+        # Written as built (not buffered per shard): every output's file of
+        # this shard is renamed into place only when all of them succeed.
+        with contextlib.ExitStack() as stack:
+            writers = {name: stack.enter_context(TFRecordShard(shard_path(self._output_dir, name, shard,
+                                                                          self._num_shards)))
+                       for name in features.EXAMPLE_OUTPUTS}
+            for user_id, events, follows in users:
+                if cutoff is None and self._opts.split.mode != "per_user":
+                    break  # a temporal split without events has no T, and nothing to build
+                built = build_user_records(user_id, events, follows, cutoff, items, self._opts)
+                for name, writer in writers.items():
+                    for record in built[name]:
+                        writer.write(record)
+                counts.update(built["counts"])
+                item_counts.update(built["train_items"])
+                follows_total += bool(built["follows"])
+        for name, writer in writers.items():
+            beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"examples/{name}").inc(writer.count)
+            yield beam.pvalue.TaggedOutput(STATS, (f"examples/{name}", writer.count))
         for key, value in counts.items():
             yield beam.pvalue.TaggedOutput(STATS, (key, value))
         yield beam.pvalue.TaggedOutput(STATS, ("users_with_follows", follows_total))
@@ -236,7 +258,7 @@ class WriteItemShard(beam.DoFn):
         shard, items = element
         path = shard_path(self._output_dir, features.ITEM_TABLE, shard, self._num_shards)
         with TFRecordShard(path) as writer:
-            for item in sorted(items, key=lambda r: r.item_id):
+            for item in sorted((Item(*unpack(r)[1]) for r in items), key=lambda r: r.item_id):
                 writer.write(
                     features.encode_item(
                         item.item_id, item.topics, item.content, dict(item.categorical),
@@ -414,7 +436,7 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
     items_raw, items_dead, items_stats = read_records(pipeline, "Items", {"items": paths["items"]}, specs)
     items = (
         items_raw
-        | "KeyItem" >> beam.Map(lambda it: (it.item_id, it))
+        | "KeyItem" >> beam.Map(lambda it: (it.item_id, pack("items", it)))
         | "GroupItem" >> beam.GroupByKey()
         | "FirstItem" >> beam.ParDo(FirstItem(paths["items"])).with_outputs(DEAD, main="items")
     )
@@ -451,7 +473,7 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
     item_shards = shard_counts(num_shards)[features.ITEM_TABLE]
     item_stats = (
         items.items
-        | "ShardItems" >> beam.Map(lambda it, n: (stable_shard(it.item_id, n), it), item_shards)
+        | "ShardItems" >> beam.Map(lambda it, n: (stable_shard(it.item_id, n), pack("items", it)), item_shards)
         | "GroupItemShards" >> beam.GroupByKey()
         | "WriteItems" >> beam.ParDo(WriteItemShard(output_dir, item_shards), train_counts)
     )

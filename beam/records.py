@@ -1,7 +1,7 @@
 """Normalised row types every reader produces, and the dead-letter record.
 
-Why tuples: 10M+ events cross Beam shuffles; NamedTuples pickle small and
-fast while staying readable.
+Why tuples: 10M+ events cross Beam shuffles; a NamedTuple of plain values
+packs into a few dozen bytes (`pack`) while staying readable.
 """
 
 from __future__ import annotations
@@ -10,6 +10,11 @@ import datetime
 import json
 import math
 from typing import NamedTuple
+
+from apache_beam import coders
+
+# Beam's fast primitive coder: plain (nested) tuples, str, int, float, bool.
+_PLAIN = coders.FastPrimitivesCoder()
 
 
 class Event(NamedTuple):
@@ -41,6 +46,40 @@ class Follow(NamedTuple):
     topic: str
     file_index: int
     line: int
+
+
+def pack(kind: str, record: tuple) -> bytes:
+    """A record (`Event`, `Item`, `Follow`: plain values and plain tuples)
+    and its kind as bytes for a shuffle; `unpack` reverses it."""
+    # A NamedTuple itself would go to the coder's pickle fallback.
+    return _PLAIN.encode((kind, tuple(record)))
+
+
+def unpack(data: bytes) -> tuple[str, tuple]:
+    """`(kind, fields)` of `pack`'s bytes; the record is `Event(*fields)` etc."""
+    return _PLAIN.decode(data)
+
+
+def pack_many(value: list) -> bytes:
+    """Many records as one bytes value; `unpack_many` reverses it.
+
+    `value` is a list of plain values: str, int, float, bool, bytes and
+    (nested) lists and tuples of them; a record goes in as `tuple(record)`
+    (a NamedTuple would go to the coder's pickle fallback, ~2x the bytes).
+
+    Why: what crosses a shuffle or waits between stages is held by the
+    runner. 10M events as 10M values cost the DirectRunner's runner ~100
+    bytes each in object overhead alone, and as pickled NamedTuples ~90
+    bytes each where plain tuples take ~50. docs/benchmarks.md has the
+    prepare pipeline's peak memory before and after
+    (`python -m benchmarks.prepare`).
+    """
+    return _PLAIN.encode(value)
+
+
+def unpack_many(data: bytes) -> list:
+    """The list that `pack_many` packed, in order."""
+    return _PLAIN.decode(data)
 
 
 class BadRow(Exception):

@@ -3,7 +3,11 @@
 Any standard Beam option passes through (`--runner=DataflowRunner
 --project=... --region=... --temp_location=gs://... --setup_file=./setup.py`,
 or `--runner=FlinkRunner` / `SparkRunner`). Without `--runner` the local
-default is DirectRunner in multi-process mode with one worker per core.
+default is Beam's FnApiRunner (the engine of DirectRunner) in multi-process
+mode with one worker per core: `--runner=DirectRunner` in Beam 2.77 first
+tries the Prism runner, a Go binary it downloads from GitHub, and runs the
+pipeline there whenever the download works, so where a machine could reach
+GitHub decided which engine (and which memory and process model) ran.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from trainer import features
 from trainer.config import MerConfig, dump_config
 
 log = logging.getLogger(__name__)
+
+LOCAL_RUNNER = "FnApiRunner"  # what DirectRunner runs on when it does not switch to Prism
 
 # What each stage writes at the top of its output directory: names (files or
 # directories; `<name>.tmp-*` are interrupted writes) and, ending in `-`, prefixes.
@@ -117,10 +123,12 @@ def _split_text(manifest: dict) -> str:
 
 
 def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:
-    """Standard Beam options; local multi-process DirectRunner by default (workers log warnings and up)."""
+    """Standard Beam options; the local multi-process FnApiRunner by default
+    (workers log warnings and up; see the module docstring for why not
+    `DirectRunner`)."""
     args = list(beam_args or [])
     if not any(a.startswith("--runner") for a in args):
-        args += ["--runner=DirectRunner", "--direct_running_mode=multi_processing"]
+        args += [f"--runner={LOCAL_RUNNER}", "--direct_running_mode=multi_processing"]
         if not any(a.startswith("--direct_num_workers") for a in args):
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
         # The local workers' INFO lines would bury prepare's one-line errors.

@@ -1,7 +1,8 @@
 """Prepare-pipeline throughput and memory at 1M and 10M synthetic events.
 
 Generates each world first (timed separately), then times `mer prepare` on
-DirectRunner, multi-process, 2 workers, sampling the summed RSS of the whole
+its local default, Beam's FnApiRunner (DirectRunner's engine), multi-process,
+2 workers, sampling the summed RSS of the whole
 process tree (runner + workers). Prints a table and writes JSON.
 
   python -m benchmarks.prepare [--sizes 1000000 10000000] [--out benchmarks/results/prepare.json]
@@ -22,7 +23,7 @@ from benchmarks.rss import run_measured
 from benchmarks import write_result
 
 EVENTS_PER_USER = 37.5  # measured mean of the synthetic world (before dedup)
-WORKERS = ["--", "--runner=DirectRunner", "--direct_running_mode=multi_processing",
+WORKERS = ["--", "--runner=FnApiRunner", "--direct_running_mode=multi_processing",
            "--direct_num_workers=2"]
 
 

@@ -79,6 +79,16 @@ def generic_input(tmp_path, generic_overrides):
     return load_config(None, generic_overrides), tmp_path / "raw", tmp_path / "out"
 
 
+@pytest.fixture(params=[None, 1], ids=["batch-default", "batch-1"])
+def shuffle_batch(request, monkeypatch):
+    """Records per shuffled value (`ShardUserRecords.BATCH`): the default
+    packs each file's records of a shard into one value here; 1 splits one
+    user's events (and duplicates) over several values."""
+    if request.param is not None:
+        monkeypatch.setattr(prepare.ShardUserRecords, "BATCH", request.param)
+    return request.param
+
+
 def _dead_key(d):
     return (d["kind"], d["file"].rsplit("/", 1)[-1], d["line"], d["reason"])
 
@@ -105,7 +115,7 @@ EXPECTED_DEAD = {
 }
 
 
-def test_bad_rows_go_to_dead_letter_with_file_line_reason(generic_input):
+def test_bad_rows_go_to_dead_letter_with_file_line_reason(generic_input, shuffle_batch):
     cfg, raw, out = generic_input
     with TestPipeline() as p:
         outputs = prepare.build_pipeline(p, cfg, str(out))
@@ -128,7 +138,7 @@ def test_bad_rows_go_to_dead_letter_with_file_line_reason(generic_input):
     assert bad_ts["raw"] == "u3,a,notatime,click,"
 
 
-def test_examples_split_history_and_validity(generic_input):
+def test_examples_split_history_and_validity(generic_input, shuffle_batch):
     cfg, raw, out = generic_input
     with TestPipeline() as p:
         prepare.build_pipeline(p, cfg, str(out))

@@ -8,7 +8,7 @@ import pytest
 
 from beam import mappers
 from beam.readers import TableFormat, format_for_path, iter_rows
-from beam.records import BadRow
+from beam.records import BadRow, Event, Follow, Item, pack, pack_many, unpack, unpack_many
 
 
 def test_csv_crlf_lines_and_header(tmp_path):
@@ -105,3 +105,29 @@ def test_a_bad_parquet_row_in_the_second_batch_is_dead_lettered_at_its_row(tmp_p
                     equal_to([(f"i{i}", i + 1) for i in range(8) if i != 4]), label="Kept")
         assert_that(dead | beam.Map(lambda d: (d["file"], d["line"], d["reason"], "i4" in d["raw"])),
                     equal_to([(str(path), 5, "bad_vector", True)]), label="Dead")
+
+
+RECORDS = [
+    ("events", Event("u1", "i\u00e9", 1_700_000_000, True, "", 3, 10**12)),
+    ("items", Item("i1", ("a", "b"), (0.25, -1e-30, 3.0), (("color", "red"), ("size", "")), False, 0, 2)),
+    ("items", Item("i2", (), (), (), True, 1, 0)),
+    ("follows", Follow("u1", "jazz", 0, 7)),
+]
+
+
+@pytest.mark.parametrize("kind, record", RECORDS)
+def test_records_cross_a_shuffle_as_bytes_and_come_back_equal(kind, record):
+    data = pack(kind, record)
+    assert isinstance(data, bytes)
+    got_kind, fields = unpack(data)
+    rebuilt = type(record)(*fields)
+    assert got_kind == kind and rebuilt == record
+    assert [type(v) for v in rebuilt] == [type(v) for v in record]  # bool stays bool, floats stay floats
+
+
+def test_many_records_pack_into_one_value_in_order():
+    data = pack_many([(kind, tuple(record)) for kind, record in RECORDS])
+    assert isinstance(data, bytes)
+    got = [(kind, (Event, Item, Item, Follow)[i](*fields)) for i, (kind, fields) in enumerate(unpack_many(data))]
+    assert got == RECORDS
+    assert unpack_many(pack_many([])) == []

@@ -88,3 +88,27 @@ def test_a_local_runner_is_not_polled(state):
     bar = progress.Progress("x", logger=logging.getLogger("mer.test"))
     with bar:
         assert run.run_pipeline(types.SimpleNamespace(run=lambda: result), bar, "prepare", run._rows_kind) is result
+
+
+def test_the_local_default_runs_on_the_fn_api_runner_and_never_tries_prism(monkeypatch):
+    """Without `--runner`, `mer prepare` / `embed-items` run where the tests
+    run them. `--runner=DirectRunner` first tries Prism (here its download
+    fails and it falls back; with GitHub reachable Prism would run it)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.runners.portability import prism_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    tried = []
+
+    def no_prism(self, pipeline, options):
+        tried.append(options.view_as(StandardOptions).runner)
+        raise RuntimeError("Prism is not what mer's local default runs on")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", no_prism)
+    for args in (["--direct_num_workers=1"], ["--runner=DirectRunner", "--direct_running_mode=in_memory"]):
+        options = run.pipeline_options(args)
+        with beam.Pipeline(options=options) as p:
+            assert_that(p | beam.Create([1, 2, 3]) | beam.Map(lambda x: 2 * x), equal_to([2, 4, 6]))
+    assert run.pipeline_options([]).view_as(StandardOptions).runner == run.LOCAL_RUNNER == "FnApiRunner"
+    assert tried == ["DirectRunner"]  # only the explicit DirectRunner run tried Prism
