@@ -3,8 +3,8 @@
 A Beam pipeline: the item model version's catalog (`assets.extra/
 catalog.tsv`, written by `mer export`) -> `RunInference` over the item-tower
 SavedModel -> sharded TFRecords of (row, item id, topics, embedding) under
-`<base>/embeddings/<retriever>/<version>/`. The same code runs on
-DirectRunner (default: one worker per core), Dataflow, Flink or Spark with
+`<base>/embeddings/<retriever>/<version>/`. The same code runs locally
+(default: `beam.run.LocalRunner`, one worker per core), Dataflow, Flink or Spark with
 the usual pipeline options after `--`.
 
 The model handler loads with `tf.saved_model.load` (Beam's stock TensorFlow

@@ -89,19 +89,24 @@ class ShardUserRecords(ReadRecords):
     """
 
     BATCH = 4096  # records per shuffled value
+    MAX_BUFFERED = 16 * BATCH  # records held over all shards: with many shards, flush all
 
     def __init__(self, specs, paths: dict[str, list[str]], num_shards: int):
         super().__init__(specs)
         self._paths = paths
         self._num_shards = num_shards
         self._batches: dict[int, list] = {}
+        self._buffered = 0
 
     def process(self, element, *side_inputs):
-        self._batches = {}  # one file per element: nothing carries over (or survives a retry)
+        self._batches, self._buffered = {}, 0  # one file per element: nothing carries over (or survives a retry)
         yield from super().process(element, *side_inputs)
+        yield from self._flush()
+
+    def _flush(self):
         for shard in sorted(self._batches):
             yield shard, pack_many(self._batches[shard])
-        self._batches = {}
+        self._batches, self._buffered = {}, 0
 
     def route(self, kind, record, items):
         if kind == "events" and record.item_id not in items:
@@ -114,8 +119,12 @@ class ShardUserRecords(ReadRecords):
         shard = stable_shard(record.user_id, self._num_shards)
         batch = self._batches.setdefault(shard, [])
         batch.append((kind, tuple(record)))
+        self._buffered += 1
         if len(batch) >= self.BATCH:
+            self._buffered -= len(batch)
             yield shard, pack_many(self._batches.pop(shard))
+        elif self._buffered >= self.MAX_BUFFERED:
+            yield from self._flush()
 
 
 class DedupShard(beam.DoFn):
@@ -221,8 +230,9 @@ class WriteExampleShard(beam.DoFn):
         counts: collections.Counter = collections.Counter()
         item_counts: collections.Counter = collections.Counter()
         follows_total = 0
-        # Written as built (not buffered per shard): every output's file of
-        # this shard is renamed into place only when all of them succeed.
+        # Written as built (not buffered per shard) to temporary files; each
+        # is renamed into place only after every record of the shard is
+        # written (a failure while writing deletes them all).
         with contextlib.ExitStack() as stack:
             writers = {name: stack.enter_context(TFRecordShard(shard_path(self._output_dir, name, shard,
                                                                           self._num_shards)))

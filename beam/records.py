@@ -68,7 +68,7 @@ def pack_many(value: list) -> bytes:
     (a NamedTuple would go to the coder's pickle fallback, ~2x the bytes).
 
     Why: what crosses a shuffle or waits between stages is held by the
-    runner. 10M events as 10M values cost the DirectRunner's runner ~100
+    runner. 10M events as 10M values cost the local runner's process ~100
     bytes each in object overhead alone, and as pickled NamedTuples ~90
     bytes each where plain tuples take ~50. docs/benchmarks.md has the
     prepare pipeline's peak memory before and after

@@ -3,8 +3,8 @@
 Any standard Beam option passes through (`--runner=DataflowRunner
 --project=... --region=... --temp_location=gs://... --setup_file=./setup.py`,
 or `--runner=FlinkRunner` / `SparkRunner`). Without `--runner` the local
-default is Beam's FnApiRunner (the engine of DirectRunner) in multi-process
-mode with one worker per core: `--runner=DirectRunner` in Beam 2.77 first
+default is Beam's FnApiRunner (the engine of DirectRunner; `LocalRunner`) in
+multi-process mode with one worker per core: `--runner=DirectRunner` in Beam 2.77 first
 tries the Prism runner, a Go binary it downloads from GitHub, and runs the
 pipeline there whenever the download works, so where a machine could reach
 GitHub decided which engine (and which memory and process model) ran.
@@ -22,6 +22,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineState
 
 from beam import prepare, synthetic
@@ -33,7 +34,31 @@ from trainer.config import MerConfig, dump_config
 
 log = logging.getLogger(__name__)
 
-LOCAL_RUNNER = "FnApiRunner"  # what DirectRunner runs on when it does not switch to Prism
+
+
+class LocalRunner(FnApiRunner):
+    """Beam's FnApiRunner (what DirectRunner runs on when it does not switch
+    to Prism), with the pipeline options handed to its worker processes.
+
+    A bare `--runner=FnApiRunner` starts its multi-process workers with no
+    options at all: no `--default_sdk_harness_log_level`, and no file-system
+    options (`--hdfs_host`, `--s3_endpoint_url`, ...), so `hdfs://` or a
+    custom S3 endpoint would resolve in the launcher and fail in the workers.
+    DirectRunner passes them as provision info; so does this.
+    """
+
+    def run_pipeline(self, pipeline, options):
+        from apache_beam.portability.api import beam_provision_api_pb2
+        from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
+        from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        self._provision_info = ExtendedProvisionInfo(
+            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+        return super().run_pipeline(pipeline, options)
+
+
+LOCAL_RUNNER = f"{__name__}.{LocalRunner.__name__}"  # the default `--runner` (a dotted path Beam imports)
 
 # What each stage writes at the top of its output directory: names (files or
 # directories; `<name>.tmp-*` are interrupted writes) and, ending in `-`, prefixes.

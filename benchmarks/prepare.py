@@ -1,8 +1,8 @@
 """Prepare-pipeline throughput and memory at 1M and 10M synthetic events.
 
 Generates each world first (timed separately), then times `mer prepare` on
-its local default, Beam's FnApiRunner (DirectRunner's engine), multi-process,
-2 workers, sampling the summed RSS of the whole
+its local default (`beam.run.LocalRunner`: Beam's FnApiRunner, DirectRunner's
+engine), multi-process, 2 workers, sampling the summed RSS of the whole
 process tree (runner + workers). Prints a table and writes JSON.
 
   python -m benchmarks.prepare [--sizes 1000000 10000000] [--out benchmarks/results/prepare.json]
@@ -23,8 +23,7 @@ from benchmarks.rss import run_measured
 from benchmarks import write_result
 
 EVENTS_PER_USER = 37.5  # measured mean of the synthetic world (before dedup)
-WORKERS = ["--", "--runner=FnApiRunner", "--direct_running_mode=multi_processing",
-           "--direct_num_workers=2"]
+WORKERS = ["--", "--direct_num_workers=2"]  # mer prepare's local default runner, multi-process
 
 
 def overrides(events: int) -> list[str]:
@@ -82,7 +81,8 @@ def main() -> int:
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(str(row.get(h, "-")) for h in header) + " |")
-    result = {"rows": rows, "runner": "DirectRunner multi_processing, 2 workers"}
+    result = {"rows": rows, "runner": "mer prepare's local default (beam.run.LocalRunner: FnApiRunner, "
+                                      "multi_processing), 2 workers"}
     if len(rows) >= 2 and not any("error" in r for r in rows):
         result["time_ratio_last_over_first"] = round(rows[-1]["prepare_seconds"] / rows[0]["prepare_seconds"], 2)
         result["size_ratio"] = round(rows[-1]["events"] / rows[0]["events"], 2)

@@ -80,7 +80,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
           seed: train.seed of both models and the bootstrap seed of the evaluation.
           implicit_kind: model.kind of the implicit model (dcm, mind, sa, ...).
           eval_records: eval records the evaluation scores (0 = all).
-          beam_options: Beam pipeline options of prepare and embed-items (default: DirectRunner).
+          beam_options: Beam pipeline options of prepare and embed-items (default: the local multi-process runner).
           serving_base_path: base path written into models.config (/models for tensorflow/serving).
 
         Returns:

@@ -79,13 +79,14 @@ def generic_input(tmp_path, generic_overrides):
     return load_config(None, generic_overrides), tmp_path / "raw", tmp_path / "out"
 
 
-@pytest.fixture(params=[None, 1], ids=["batch-default", "batch-1"])
+@pytest.fixture(params=[{}, {"BATCH": 1}, {"MAX_BUFFERED": 2}], ids=["batch-default", "batch-1", "buffered-2"])
 def shuffle_batch(request, monkeypatch):
-    """Records per shuffled value (`ShardUserRecords.BATCH`): the default
-    packs each file's records of a shard into one value here; 1 splits one
-    user's events (and duplicates) over several values."""
-    if request.param is not None:
-        monkeypatch.setattr(prepare.ShardUserRecords, "BATCH", request.param)
+    """How records are packed for the shuffle (`ShardUserRecords`): by default
+    each file's records of a shard are one value here; `BATCH` 1 splits one
+    user's events (and duplicates) over several values; `MAX_BUFFERED` 2
+    flushes every shard's batch whenever 2 records are held."""
+    for name, value in request.param.items():
+        monkeypatch.setattr(prepare.ShardUserRecords, name, value)
     return request.param
 
 

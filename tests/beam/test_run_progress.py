@@ -5,6 +5,7 @@ are polled while it runs; a finished local run is not."""
 from __future__ import annotations
 
 import logging
+import os
 import types
 
 import pytest
@@ -110,5 +111,22 @@ def test_the_local_default_runs_on_the_fn_api_runner_and_never_tries_prism(monke
         options = run.pipeline_options(args)
         with beam.Pipeline(options=options) as p:
             assert_that(p | beam.Create([1, 2, 3]) | beam.Map(lambda x: 2 * x), equal_to([2, 4, 6]))
-    assert run.pipeline_options([]).view_as(StandardOptions).runner == run.LOCAL_RUNNER == "FnApiRunner"
+    assert run.pipeline_options([]).view_as(StandardOptions).runner == run.LOCAL_RUNNER == "beam.run.LocalRunner"
     assert tried == ["DirectRunner"]  # only the explicit DirectRunner run tried Prism
+
+
+def test_the_local_default_hands_the_pipeline_options_to_its_worker_processes():
+    """A bare FnApiRunner starts its workers with no options: no log level,
+    no file-system options (hdfs://, S3 endpoints). Here the workers' log
+    level, which `pipeline_options` sets to WARNING, shows they got them."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    options = run.pipeline_options(["--direct_num_workers=2"])  # multi-process: separate worker processes
+    with beam.Pipeline(options=options) as p:
+        levels = (p | beam.Create([0, 1]) | beam.Reshuffle()
+                  | beam.Map(lambda _: (os.getpid(), logging.getLogger().getEffectiveLevel())))
+        assert_that(levels | beam.Map(lambda pid_level: pid_level[1]), equal_to([logging.WARNING] * 2))
+        launcher = os.getpid()
+        assert_that(levels | beam.Map(lambda pid_level, launcher=launcher: pid_level[0] != launcher),
+                    equal_to([True] * 2), label="InWorkers")
