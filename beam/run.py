@@ -59,6 +59,9 @@ class LocalRunner(FnApiRunner):
 
 
 LOCAL_RUNNER = f"{__name__}.{LocalRunner.__name__}"  # the default `--runner` (a dotted path Beam imports)
+# Beam options of a local run in this process (tests, demos, benchmarks): the
+# default runner, one in-process worker.
+IN_MEMORY = (f"--runner={LOCAL_RUNNER}", "--direct_running_mode=in_memory")
 
 # What each stage writes at the top of its output directory: names (files or
 # directories; `<name>.tmp-*` are interrupted writes) and, ending in `-`, prefixes.

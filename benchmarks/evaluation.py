@@ -224,12 +224,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         prepared = args.prepared
         if not prepared:
-            from beam.run import run_prepare
+            from beam.run import IN_MEMORY, run_prepare
             from trainer.config import load_config
 
             prepared = f"{tmp}/synthetic-small"
             run_prepare(load_config("synthetic-small"), prepared,
-                        ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+                        list(IN_MEMORY))
         inputs = [measure_input(prepared, reads, args.input_batches, args.repeats) for reads in (1, 2)]
         workers = [measure_workers(prepared, int(w), args.input_batches)
                    for w in args.input_workers.split(",") if w]

@@ -44,6 +44,8 @@ import sys
 import time
 
 import numpy as np
+
+from beam.run import IN_MEMORY, LOCAL_RUNNER
 from benchmarks import write_result
 
 REQUEST_EMBEDDINGS = 12  # user embeddings per request: K_im implicit + K_ex explicit, rounded up
@@ -55,8 +57,8 @@ TRAIN_STEPS = 300
 BEAM_BATCH = 4096  # SavedModelItemHandler's max_batch_size
 EMBED_RUNNERS = (
     ("multi_processing, 2 workers",
-     ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]),
-    ("in_memory", ["--runner=DirectRunner", "--direct_running_mode=in_memory"]),
+     [f"--runner={LOCAL_RUNNER}", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]),
+    ("in_memory", list(IN_MEMORY)),
 )
 
 
@@ -84,7 +86,7 @@ def prepared_world(scratch: pathlib.Path) -> tuple[str, bool]:
     if world.exists():
         shutil.rmtree(world)  # an interrupted prepare
     run_prepare(load_config("synthetic-small"), str(world),
-                ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+                list(IN_MEMORY))
     return str(world), False
 
 

@@ -133,7 +133,7 @@ def log(msg: str) -> None:
 
 
 def prepare(dataset: str, work: pathlib.Path, association: str = "source") -> tuple[str, list[str]]:
-    from beam.run import run_prepare
+    from beam.run import IN_MEMORY, run_prepare
     from trainer.config import load_config
 
     overrides = [f"data.explicit_association={association}"]
@@ -143,7 +143,7 @@ def prepare(dataset: str, work: pathlib.Path, association: str = "source") -> tu
     if not (out / "manifest.json").exists():
         log(f"prepare {dataset} ({association} association)")
         run_prepare(load_config(DATASETS[dataset], overrides), str(out),
-                    ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+                    list(IN_MEMORY))
     return str(out), overrides
 
 

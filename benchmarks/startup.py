@@ -64,12 +64,12 @@ def main(argv=None) -> int:
     dirs = [d for d in args.prepared.split(",") if d]
     with tempfile.TemporaryDirectory() as tmp:
         if not dirs:
-            from beam.run import run_prepare
+            from beam.run import IN_MEMORY, run_prepare
             from trainer.config import load_config
 
             dirs = [f"{tmp}/synthetic-small"]
             run_prepare(load_config("synthetic-small"), dirs[0],
-                        ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+                        list(IN_MEMORY))
         rows = [measure(d, args.repeats) for d in dirs]
 
     print("| prepared | items | train records | load_item_table s | load_corpus s | target_timestamps s |")

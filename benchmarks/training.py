@@ -103,7 +103,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--out", default="benchmarks/results/training.json")
     args = parser.parse_args()
-    from beam.run import run_prepare
+    from beam.run import IN_MEMORY, run_prepare
     from trainer.config import load_config
 
     names = ["single"] + [n for n in args.kinds.split(",") if n and n != "single"]
@@ -112,7 +112,7 @@ def main() -> int:
         parser.error(f"--kinds: unknown {unknown}; allowed: {list(ROWS)}")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config("synthetic-small", [f"data.synthetic.num_users={args.users}"])
-        run_prepare(cfg, tmp, ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+        run_prepare(cfg, tmp, list(IN_MEMORY))
         rows = measure(tmp, names, args.steps, args.rounds, args.warmup, args.batch)
     print("| kind | examples/s | ms/step | cost vs single (median, range over rounds) |")
     print("|---|---|---|---|")

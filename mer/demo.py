@@ -125,7 +125,7 @@ def run(run_dir: str, epochs: int, steps: int, source=None, overrides: list[str]
       overrides: `--set` overrides for every stage's config (model.kind is the demo's: dcm, then cr).
       eval_records: eval records the SPEC §6 evaluation scores (0 = all).
     """
-    from beam.run import LOCAL_RUNNER, run_prepare
+    from beam.run import IN_MEMORY, run_prepare
     from mer.demo_source import resolve_source
     from trainer import runtime
     from trainer.task import train
@@ -135,7 +135,7 @@ def run(run_dir: str, epochs: int, steps: int, source=None, overrides: list[str]
     stages = Stages()
     shutil.rmtree(run_dir, ignore_errors=True)
     data, dcm, cr, base = (f"{run_dir}/{n}" for n in ("data", "dcm", "cr", "export"))
-    beam_args = [f"--runner={LOCAL_RUNNER}", "--direct_running_mode=in_memory"]
+    beam_args = list(IN_MEMORY)
     overrides = list(overrides or [])
     stages.run("prepare (Beam)", run_prepare, source.load(overrides), data, beam_args,  # logs the example counts
                raw_dir=source.raw_dir)

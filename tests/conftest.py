@@ -114,11 +114,12 @@ def indexed(exported, tmp_path_factory):
 
 def _index(exported: str, base: str) -> None:
     from beam.embed_items import run_embed_items
+    from beam.run import IN_MEMORY
     from export.build_index import run_build_index
     from export.exporter import write_serving_files
 
     shutil.copytree(exported, base)
     write_serving_files(base)  # models.config names absolute paths: point it at the copy
     for retriever in ("implicit", "explicit"):
-        run_embed_items(base, retriever, beam_args=["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+        run_embed_items(base, retriever, beam_args=list(IN_MEMORY))
         run_build_index(base, retriever)

@@ -50,11 +50,11 @@ def decode(values) -> list[str]:
 
 def prepare_small_world(output_dir: str, overrides: list[str] | None = None) -> str:
     """Prepares the `synthetic-small` world in-process; returns `output_dir`."""
-    from beam.run import run_prepare
+    from beam.run import IN_MEMORY, run_prepare
     from trainer.config import load_config
 
     cfg = load_config("synthetic-small", overrides or [])
-    run_prepare(cfg, output_dir, ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+    run_prepare(cfg, output_dir, list(IN_MEMORY))
     return output_dir
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from beam.run import IN_MEMORY
 from mer.kubeflow import DEFAULT_IMAGE, build_pipeline, compile_pipeline
 from mer_testing import REPO
 
@@ -35,7 +36,7 @@ WIRING = {
 }
 TINY = ["data.synthetic.num_users=60", "train.epochs=1", "train.steps_per_epoch=4", "train.batch_size=16",
         "model.sequence_layers=0"]
-IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+IN_PROCESS = list(IN_MEMORY)
 
 
 def _kfp():

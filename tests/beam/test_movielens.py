@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from beam.run import run_prepare
+from beam.run import IN_MEMORY, run_prepare
 from mer_testing import movielens_dir, read_examples
 from trainer.config import load_config
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
-IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+IN_PROCESS = list(IN_MEMORY)
 
 
 def _reference(users, items, stamps):

@@ -31,7 +31,7 @@ def test_rows_read_reach_the_bar_of_an_in_process_runner_per_kind(tmp_path, monk
             seen.append((key, n))
             super().update(n, key, note)
 
-    p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"]))
+    p = beam.Pipeline(options=PipelineOptions(list(run.IN_MEMORY)))
     as_dict = (lambda row, file_index, line: row, None)
     readers.read_records(p, "T", {"events": [str(tmp_path / "events.csv")], "items": [str(tmp_path / "items.csv")]},
                          {"events": as_dict, "items": as_dict})

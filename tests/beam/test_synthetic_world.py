@@ -9,13 +9,13 @@ import json
 import pytest
 
 from beam import synthetic
-from beam.run import generate_synthetic, run_prepare
+from beam.run import IN_MEMORY, generate_synthetic, run_prepare
 from mer_testing import read_examples
 from trainer.config import load_config
 
 TINY = ["data.synthetic.num_users=120", "data.synthetic.num_items=600", "data.synthetic.num_topics=20",
         "data.synthetic.num_shards=3", "data.num_shards=3"]
-IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+IN_PROCESS = list(IN_MEMORY)
 
 
 @pytest.fixture(scope="module")

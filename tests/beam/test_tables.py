@@ -14,11 +14,11 @@ from __future__ import annotations
 import collections
 import json
 
-from beam.run import run_prepare
+from beam.run import IN_MEMORY, run_prepare
 from trainer import features
 from trainer.config import load_config
 
-IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+IN_PROCESS = list(IN_MEMORY)
 
 # Ties in every vocabulary, a repeated topic within an item, items without
 # topics / categorical values / events, and more topics than max_item_topics.

@@ -248,6 +248,7 @@ def test_model_server_killed_and_restarted(stack, client, world):
 
 def test_new_version_hot_swap_under_traffic(stack, client, trained, world):
     from beam.embed_items import run_embed_items
+    from beam.run import IN_MEMORY
     from export.build_index import run_build_index
     from export.exporter import export_models
 
@@ -268,7 +269,7 @@ def test_new_version_hot_swap_under_traffic(stack, client, trained, world):
     try:
         export_models([trained["dcm"], trained["cr"]], base, version=2)
         for retriever in contract.RETRIEVERS:
-            run_embed_items(base, retriever, beam_args=["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+            run_embed_items(base, retriever, beam_args=list(IN_MEMORY))
             run_build_index(base, retriever)
         deadline = time.monotonic() + 60
         while service.retriever.versions() != {"implicit": 2, "explicit": 2}:
