@@ -59,7 +59,7 @@ class FirstItem(beam.DoFn):
 
     def process(self, element):
         item_id, packed = element
-        rows = sorted((Item(*unpack(r)[1]) for r in packed), key=lambda r: (r.file_index, r.line))
+        rows = sorted((Item(*unpack(r)) for r in packed), key=lambda r: (r.file_index, r.line))
         yield rows[0]
         for row in rows[1:]:
             first = rows[0]
@@ -268,7 +268,7 @@ class WriteItemShard(beam.DoFn):
         shard, items = element
         path = shard_path(self._output_dir, features.ITEM_TABLE, shard, self._num_shards)
         with TFRecordShard(path) as writer:
-            for item in sorted((Item(*unpack(r)[1]) for r in items), key=lambda r: r.item_id):
+            for item in sorted((Item(*unpack(r)) for r in items), key=lambda r: r.item_id):
                 writer.write(
                     features.encode_item(
                         item.item_id, item.topics, item.content, dict(item.categorical),
@@ -446,7 +446,7 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
     items_raw, items_dead, items_stats = read_records(pipeline, "Items", {"items": paths["items"]}, specs)
     items = (
         items_raw
-        | "KeyItem" >> beam.Map(lambda it: (it.item_id, pack("items", it)))
+        | "KeyItem" >> beam.Map(lambda it: (it.item_id, pack(it)))
         | "GroupItem" >> beam.GroupByKey()
         | "FirstItem" >> beam.ParDo(FirstItem(paths["items"])).with_outputs(DEAD, main="items")
     )
@@ -483,7 +483,7 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: MerConfig, output_dir: str, raw
     item_shards = shard_counts(num_shards)[features.ITEM_TABLE]
     item_stats = (
         items.items
-        | "ShardItems" >> beam.Map(lambda it, n: (stable_shard(it.item_id, n), pack("items", it)), item_shards)
+        | "ShardItems" >> beam.Map(lambda it, n: (stable_shard(it.item_id, n), pack(it)), item_shards)
         | "GroupItemShards" >> beam.GroupByKey()
         | "WriteItems" >> beam.ParDo(WriteItemShard(output_dir, item_shards), train_counts)
     )

@@ -48,15 +48,15 @@ class Follow(NamedTuple):
     line: int
 
 
-def pack(kind: str, record: tuple) -> bytes:
-    """A record (`Event`, `Item`, `Follow`: plain values and plain tuples)
-    and its kind as bytes for a shuffle; `unpack` reverses it."""
+def pack(record: tuple) -> bytes:
+    """A record (`Event`, `Item`, `Follow`: plain values and plain tuples) as
+    bytes for a shuffle; `unpack` reverses it."""
     # A NamedTuple itself would go to the coder's pickle fallback.
-    return _PLAIN.encode((kind, tuple(record)))
+    return _PLAIN.encode(tuple(record))
 
 
-def unpack(data: bytes) -> tuple[str, tuple]:
-    """`(kind, fields)` of `pack`'s bytes; the record is `Event(*fields)` etc."""
+def unpack(data: bytes) -> tuple:
+    """The fields `pack` packed; the record is `Item(*fields)` etc."""
     return _PLAIN.decode(data)
 
 

@@ -35,7 +35,6 @@ from trainer.config import MerConfig, dump_config
 log = logging.getLogger(__name__)
 
 
-
 class LocalRunner(FnApiRunner):
     """Beam's FnApiRunner (what DirectRunner runs on when it does not switch
     to Prism), with the pipeline options handed to its worker processes.

@@ -228,8 +228,7 @@ def main(argv=None) -> int:
             from trainer.config import load_config
 
             prepared = f"{tmp}/synthetic-small"
-            run_prepare(load_config("synthetic-small"), prepared,
-                        list(IN_MEMORY))
+            run_prepare(load_config("synthetic-small"), prepared, list(IN_MEMORY))
         inputs = [measure_input(prepared, reads, args.input_batches, args.repeats) for reads in (1, 2)]
         workers = [measure_workers(prepared, int(w), args.input_batches)
                    for w in args.input_workers.split(",") if w]

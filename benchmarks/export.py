@@ -45,7 +45,7 @@ import time
 
 import numpy as np
 
-from beam.run import IN_MEMORY, LOCAL_RUNNER
+from beam.run import IN_MEMORY, LOCAL_RUNNER, run_prepare
 from benchmarks import write_result
 
 REQUEST_EMBEDDINGS = 12  # user embeddings per request: K_im implicit + K_ex explicit, rounded up
@@ -76,7 +76,6 @@ def prepared_world(scratch: pathlib.Path) -> tuple[str, bool]:
     """
     import shutil
 
-    from beam.run import run_prepare
     from trainer import features
     from trainer.config import load_config
 
@@ -85,8 +84,7 @@ def prepared_world(scratch: pathlib.Path) -> tuple[str, bool]:
         return str(world), True
     if world.exists():
         shutil.rmtree(world)  # an interrupted prepare
-    run_prepare(load_config("synthetic-small"), str(world),
-                list(IN_MEMORY))
+    run_prepare(load_config("synthetic-small"), str(world), list(IN_MEMORY))
     return str(world), False
 
 

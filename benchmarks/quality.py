@@ -142,8 +142,7 @@ def prepare(dataset: str, work: pathlib.Path, association: str = "source") -> tu
     out = work / dataset / f"prepared-{association}"
     if not (out / "manifest.json").exists():
         log(f"prepare {dataset} ({association} association)")
-        run_prepare(load_config(DATASETS[dataset], overrides), str(out),
-                    list(IN_MEMORY))
+        run_prepare(load_config(DATASETS[dataset], overrides), str(out), list(IN_MEMORY))
     return str(out), overrides
 
 

@@ -68,8 +68,7 @@ def main(argv=None) -> int:
             from trainer.config import load_config
 
             dirs = [f"{tmp}/synthetic-small"]
-            run_prepare(load_config("synthetic-small"), dirs[0],
-                        list(IN_MEMORY))
+            run_prepare(load_config("synthetic-small"), dirs[0], list(IN_MEMORY))
         rows = [measure(d, args.repeats) for d in dirs]
 
     print("| prepared | items | train records | load_item_table s | load_corpus s | target_timestamps s |")
