@@ -33,6 +33,8 @@ def serve_parser() -> argparse.ArgumentParser:
                    help="embedded model server: threads per TF op (TF Serving's flag; 0 = TF's choice)")
     p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
                    help="embedded model server: ops run in parallel (TF Serving's flag; 0 = TF's choice)")
+    p.add_argument("--per_model_thread_pools", action="store_true",
+                   help="embedded model server: each model version gets its own TF thread pools")
     p.add_argument("--metrics_port", type=int, default=None, help="Prometheus HTTP port of the retrieval service")
     p.add_argument("--merge_policy", default="round_robin", help="round_robin (paper) or score")
     p.add_argument("--deadline_ms", type=int, default=2000)
@@ -53,7 +55,8 @@ def start(args) -> tuple:
 
         model_server = ModelServer(args.export_dir, host=args.host, port=args.model_server_port,
                                    tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
-                                   tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism).start()
+                                   tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+                                   per_model_thread_pools=args.per_model_thread_pools).start()
         model_server.wait_until_available(timeout=300)
         address = model_server.address
         if args.model_server_transport == "in_process":

@@ -263,6 +263,10 @@ class ModelServer:
       grpc_max_threads: gRPC worker threads (concurrent requests).
       tensorflow_intra_op_parallelism, tensorflow_inter_op_parallelism:
         session thread pools (0 = TensorFlow's choice).
+      per_model_thread_pools: each loaded model version gets its own pools
+        of those sizes (`ConfigProto.use_per_session_threads`; in TF Serving,
+        a platform config's `session_config`), instead of the process-wide
+        ones every version shares.
 
     Raises:
       ValueError / FileNotFoundError: a missing or invalid config file, or
@@ -276,7 +280,7 @@ class ModelServer:
                  file_system_poll_wait_seconds: float = 1.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  grpc_max_threads: int = 16, tensorflow_intra_op_parallelism: int = 0,
-                 tensorflow_inter_op_parallelism: int = 0):
+                 tensorflow_inter_op_parallelism: int = 0, per_model_thread_pools: bool = False):
         if (config is None) == (model_name is None and model_base_path is None):
             raise ValueError("give either config (models.config or its directory) or model_name and "
                              f"model_base_path; got config={config!r}, model_name={model_name!r}, "
@@ -300,7 +304,8 @@ class ModelServer:
         self._monitoring = read_monitoring_config(monitoring_config_file) if monitoring_config_file else None
         self._session_config = tf.compat.v1.ConfigProto(
             intra_op_parallelism_threads=tensorflow_intra_op_parallelism,
-            inter_op_parallelism_threads=tensorflow_inter_op_parallelism)
+            inter_op_parallelism_threads=tensorflow_inter_op_parallelism,
+            use_per_session_threads=per_model_thread_pools)
         self.metrics = ServerMetrics()
         self._manager = ModelManager(server_config.model_config_list.config, self._load)
         self._handlers = _Handlers(self._manager, self.metrics)
@@ -485,6 +490,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_message_bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
     parser.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
     parser.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
+    parser.add_argument("--per_model_thread_pools", action="store_true",
+                        help="each model version gets its own TF thread pools (of the sizes above)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     if not args.model_config_file and not (args.model_name and args.model_base_path):
@@ -507,7 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
                          max_message_bytes=args.max_message_bytes, grpc_max_threads=args.grpc_max_threads,
                          tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
-                         tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism)
+                         tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+                         per_model_thread_pools=args.per_model_thread_pools)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())

@@ -380,8 +380,9 @@ class Retriever:
                     how.append("ann")
                     continue
             members = index.topic_rows(topic)
-            top, top_scores = (exact_search(index.embeddings[members], vectors[j:j + 1], min(needed, len(members)))
-                               if len(members) else (np.zeros((1, 0), np.int64), np.zeros((1, 0), np.float32)))
+            top, top_scores = (
+                exact_search(index.topic_embeddings(topic), vectors[j:j + 1], min(needed, len(members)))
+                if len(members) else (np.zeros((1, 0), np.int64), np.zeros((1, 0), np.float32)))
             rows.append(members[top[0]])  # k <= members: no padding
             row_scores.append(top_scores[0])
             keep.append(np.ones(top.shape[1], bool))

@@ -422,6 +422,26 @@ def test_single_model_flags_serve_without_batching(export_base):
         assert (response.model_spec.name, response.model_spec.version.value) == ("solo", 1)
 
 
+def test_per_model_thread_pools_serve_what_the_saved_model_computes(export_base):
+    """One intra- and one inter-op thread per model version (`mer serve
+    --per_model_thread_pools`): the same outputs, each version's session on
+    pools of its own."""
+    path = os.path.join(export_base, "user_implicit")
+    solo = ModelServer(model_name="user_implicit", model_base_path=path, file_system_poll_wait_seconds=0,
+                       tensorflow_intra_op_parallelism=1, tensorflow_inter_op_parallelism=1,
+                       per_model_thread_pools=True)
+    with solo as server, grpc.insecure_channel(server.address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        inputs = make_inputs(4, 6, seed=3)
+        response = stub.Predict(request_of("user_implicit", inputs), timeout=30)
+        assert_outputs_equal(response, reference(os.path.join(path, "1"), inputs))
+        with server._manager.servable(response.model_spec) as servable:
+            config = servable._session._config
+        assert config.use_per_session_threads and config.intra_op_parallelism_threads == 1
+    assert parse_args(["--model_name", "m", "--model_base_path", "/m", "--per_model_thread_pools"]
+                      ).per_model_thread_pools
+
+
 def test_wait_until_available_names_what_failed(tmp_path):
     save_version(str(tmp_path / "broken"), 1)
     (tmp_path / "broken" / "1" / "variables" / "variables.index").write_bytes(b"garbage")

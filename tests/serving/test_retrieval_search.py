@@ -50,3 +50,36 @@ def test_a_short_topic_index_list_falls_back_to_the_exact_search(tmp_path):
         assert how == ["topic_index"]
     finally:
         retriever.close()
+
+
+def test_the_exact_topic_search_keeps_each_topics_block_within_its_byte_budget(tmp_path):
+    rng = np.random.default_rng(1)
+    embeddings = rng.normal(size=(3000, 8)).astype(np.float32)
+    topics = [["a"] if r % 3 == 0 else ["b", "c"] if r % 3 == 1 else ["c"] for r in range(3000)]
+    members = topic_members(topics)
+    retriever = Retriever(RetrievalConfig(export_dir=str(tmp_path)), grpc.insecure_channel("127.0.0.1:1"))
+    try:
+        index = loaded_index(embeddings, topics, {})
+        query = rng.normal(size=(1, 8)).astype(np.float32)
+        for _ in range(2):  # the second request reads the kept blocks
+            for topic in ("a", "b", "c"):
+                found, scores, keep, how = retriever._search(index, query, 300, [topic], 300)
+                want, want_scores = ii.exact_search(embeddings[members[topic]], query, 300)
+                assert how == ["exact_topic"] and keep.all()
+                np.testing.assert_array_equal(found[0], members[topic][want[0]])
+                np.testing.assert_array_equal(scores[0], want_scores[0])
+        # By default the blocks hold at most as much as the table (3,000
+        # rows): "a" and "b" (1,000 rows each) are kept, "c" (2,000) is not.
+        assert index.topic_embeddings("a") is index.topic_embeddings("a")
+        assert index.topic_embeddings("b") is index.topic_embeddings("b")
+        assert index.topic_embeddings("c") is not index.topic_embeddings("c")
+        # A budget of one block: the first topic asked for is kept, the others gathered per call.
+        small = loaded_index(embeddings, topics, {})
+        small.block_bytes = embeddings[members["a"]].nbytes
+        blocks = {t: small.topic_embeddings(t) for t in ("a", "b", "c")}
+        assert small.topic_embeddings("a") is blocks["a"]
+        assert small.topic_embeddings("b") is not blocks["b"] and small.topic_embeddings("c") is not blocks["c"]
+        for topic, block in blocks.items():
+            np.testing.assert_array_equal(block, embeddings[members[topic]])
+    finally:
+        retriever.close()
