@@ -96,6 +96,16 @@ def test_timestamp_split_without_a_timestamp_is_an_error():
         load_config(None, ["data.split.mode=timestamp"])
 
 
+def test_a_global_loss_needs_the_global_interest():
+    load_config("synthetic-small", ["model.global_loss_weight=1"])  # dcm + global interest: fine
+    for overrides, got in ((["model.global_interest=false"], "global_interest=False, kind='dcm'"),
+                           (["model.kind=single"], "global_interest=True, kind='single'")):
+        with pytest.raises(ValueError, match=re.escape(
+                "model.global_loss_weight=1.0: trains the global interest embedding, which needs "
+                f"model.global_interest=true and an implicit model.kind (dcm, mind, sa, tokens, pfs); got {got}")):
+            load_config("synthetic-small", ["model.global_loss_weight=1", *overrides])
+
+
 def test_validate_checks_a_config_built_in_code():
     cfg = load_config("synthetic-small")
     cfg.model.routing_gradient = "some"

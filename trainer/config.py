@@ -265,6 +265,11 @@ class ModelConfig:
         margin (max association alone leaves them near-parallel: pairwise
         cosine 0.94-0.98). 0 = off.
       diversity_margin: the cosine above which the diversity term applies.
+      global_loss_weight: implicit kinds with `global_interest`: weight of a
+        second retrieval loss that trains the global embedding alone, as the
+        single-embedding model is trained (every target, the same in-batch
+        negatives and logQ correction), added to the association loss. 0 =
+        off: the global embedding learns only where it wins the association.
       gumbel_temperature: temperature of the `gumbel` association.
       attention_dim: `sa`: hidden width of the self-attention.
       pfs_concepts: `pfs`: number of offline k-means item concepts.
@@ -306,6 +311,7 @@ class ModelConfig:
     dynamic_interests: bool = False
     diversity_weight: float = 0.0
     diversity_margin: float = 0.5
+    global_loss_weight: float = 0.0
     gumbel_temperature: float = 1.0
     attention_dim: int = 32
     pfs_concepts: int = 32
@@ -557,6 +563,7 @@ _RANGES: dict[str, tuple] = {
     "model.gumbel_temperature": _POSITIVE,
     "model.diversity_weight": _at_least(0),
     "model.diversity_margin": ((lambda v: -1 <= v <= 1), "in [-1, 1]"),
+    "model.global_loss_weight": _at_least(0),
     "model.attention_dim": _at_least(1),
     "model.pfs_concepts": _at_least(1),
     "model.temperature": _POSITIVE,
@@ -600,6 +607,9 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+IMPLICIT_KINDS = ("dcm", "mind", "sa", "tokens", "pfs")
+
+
 def validate(cfg: MerConfig) -> MerConfig:
     """Checks every value of a resolved config, and the settings that contradict each other.
 
@@ -639,6 +649,11 @@ def validate(cfg: MerConfig) -> MerConfig:
         problems.append(f"data.split.timestamp={split.timestamp}: outside the synthetic world "
                         f"({synthetic.start_timestamp} .. {end}, data.synthetic.start_timestamp + days), "
                         "so the train or the eval split would be empty")
+    if cfg.model.global_loss_weight > 0 and not (cfg.model.global_interest and cfg.model.kind in IMPLICIT_KINDS):
+        problems.append(f"model.global_loss_weight={cfg.model.global_loss_weight}: trains the global interest "
+                        f"embedding, which needs model.global_interest=true and an implicit model.kind "
+                        f"({', '.join(IMPLICIT_KINDS)}); got global_interest={cfg.model.global_interest}, "
+                        f"kind={cfg.model.kind!r}")
     if problems:
         raise ValueError("config " + "; ".join(problems))
     return cfg

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow_recommenders as tfrs
 
 from trainer import diagnostics, features
-from trainer.config import ModelConfig
+from trainer.config import IMPLICIT_KINDS, ModelConfig
 from trainer.item_table import ItemTable
 from trainer.layers._keras import keras, tf
 from trainer.layers.association import InterestAssociation
@@ -31,7 +31,6 @@ from trainer.layers.sequence_encoder import SequenceEncoder
 from trainer.layers.step_seed import step_seed
 from trainer.layers.subsequence_concepts import SubsequenceConcepts
 
-IMPLICIT_KINDS = ("dcm", "mind", "sa", "tokens", "pfs")
 DIAGNOSTICS = ("pairwise_cosine", "routing_entropy", "masked_fraction", "effective_interests")
 
 
@@ -327,6 +326,11 @@ class MultiEmbeddingModel(tfrs.Model):
             weight = tf.cast(tf.equal(inputs[features.TARGET_NEGATIVE], 0), tf.float32)
         loss = self.task(selected, target, candidate_sampling_probability=probability,
                          candidate_ids=target_ids, sample_weight=weight, compute_metrics=False)
+        if self.cfg.global_loss_weight > 0 and self.global_token is not None:
+            # The global embedding is the last slot (`_user_tower`).
+            loss += self.cfg.global_loss_weight * self.task(
+                user["embeddings"][:, -1, :], target, candidate_sampling_probability=probability,
+                candidate_ids=target_ids, sample_weight=weight, compute_metrics=False)
         if self.cfg.diversity_weight > 0 and self.kind in IMPLICIT_KINDS:
             # Summed over users, as the retrieval loss is.
             excess = diagnostics.similarity_excess(user["embeddings"], user["mask"], self.cfg.diversity_margin)

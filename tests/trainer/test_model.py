@@ -61,12 +61,14 @@ def test_argmax_recompute_matches_full_backward(world, kind):
     ["model.kind=dcm", "model.global_interest=true", "train.negative_targets=skip"],
     ["model.kind=single", "train.negative_targets=skip"],
     ["model.kind=dcm", "model.diversity_weight=2", "model.diversity_margin=0.3"],
+    ["model.kind=dcm", "model.global_loss_weight=0.5"],
 ])
 def test_max_association_loss_is_the_served_score(world, overrides):
     """`association=max`: the loss scores the positive and every in-batch
     negative by the max over the user's *valid* embeddings (what serving
     does), a skipped negative target adds nothing to it, and the diversity
-    term adds `weight * sum_users mean_pairs relu(cos - margin)`."""
+    term adds `weight * sum_users mean_pairs relu(cos - margin)`, and the
+    global loss adds `weight *` the single-embedding loss of the global slot."""
     tf.keras.utils.set_random_seed(0)
     cfg = load_config("synthetic-small", overrides + ["model.association=max"])
     model = build_model(cfg.model, load_item_table(world), seed=0)
@@ -83,6 +85,13 @@ def test_max_association_loss_is_the_served_score(world, overrides):
     want = ref.max_scored_loss(user["embeddings"].numpy(), mask, targets,
                                model.frequency(ids, training=False).numpy(), ids.numpy(), cfg.model.temperature,
                                weights)
+    if cfg.model.global_loss_weight:
+        embeddings = user["embeddings"].numpy()
+        alone = ref.max_scored_loss(embeddings[:, -1:], np.ones((len(mask), 1), bool), targets,
+                                    model.frequency(ids, training=False).numpy(), ids.numpy(),
+                                    cfg.model.temperature, weights)
+        assert alone > 1.0 and mask[:, -1].all()
+        want += cfg.model.global_loss_weight * alone
     if cfg.model.diversity_weight:
         excess = ref.similarity_excess(user["embeddings"].numpy(), mask, cfg.model.diversity_margin)
         assert excess.sum() > 1.0  # the term is not vanishing on this batch
