@@ -21,7 +21,6 @@ from common.topic_index import topic_members
 from serving.wire import ItemFields
 
 log = logging.getLogger(__name__)
-_BLOCKS_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass
@@ -58,8 +57,10 @@ class LoadedIndex:
     embeddings: np.ndarray | None = None
     fields: ItemFields | None = None
     block_bytes: int | None = None
-    _blocks: dict = dataclasses.field(default_factory=dict, repr=False)
-    _blocks_held: int = dataclasses.field(default=0, repr=False)
+    _blocks: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+    _blocks_held: int = dataclasses.field(default=0, init=False, repr=False, compare=False)
+    _blocks_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False, repr=False,
+                                                     compare=False)
 
     def topic_embeddings(self, topic: str) -> np.ndarray:
         """`embeddings[topic_rows(topic)]`, contiguous: the exact topic
@@ -69,14 +70,21 @@ class LoadedIndex:
         search itself (0.5-1 ms for 10-20k rows, on every request), so each
         topic's block is kept once gathered, up to `block_bytes` in all (the
         size of `embeddings` itself by default); past that, gathered per call.
+        Kept blocks are read-only (every request shares them). Each index
+        version keeps its own: a new version starts with none.
         """
         block = self._blocks.get(topic)
         if block is not None:
             return block
         block = self.embeddings[self.topic_rows(topic)]
+        if not len(block):
+            return block
         limit = self.embeddings.nbytes if self.block_bytes is None else self.block_bytes
-        with _BLOCKS_LOCK:
-            if topic not in self._blocks and self._blocks_held + block.nbytes <= limit:
+        with self._blocks_lock:
+            if topic in self._blocks:
+                return self._blocks[topic]
+            if self._blocks_held + block.nbytes <= limit:
+                block.flags.writeable = False
                 self._blocks[topic] = block
                 self._blocks_held += block.nbytes
         return block

@@ -34,7 +34,7 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
                    help="embedded model server: ops run in parallel (TF Serving's flag; 0 = TF's choice)")
     p.add_argument("--per_model_thread_pools", action="store_true",
-                   help="embedded model server: each model version gets its own TF thread pools")
+                   help="embedded model server: each model version gets a TF inter-op pool of its own")
     p.add_argument("--metrics_port", type=int, default=None, help="Prometheus HTTP port of the retrieval service")
     p.add_argument("--merge_policy", default="round_robin", help="round_robin (paper) or score")
     p.add_argument("--deadline_ms", type=int, default=2000)

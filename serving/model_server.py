@@ -263,10 +263,11 @@ class ModelServer:
       grpc_max_threads: gRPC worker threads (concurrent requests).
       tensorflow_intra_op_parallelism, tensorflow_inter_op_parallelism:
         session thread pools (0 = TensorFlow's choice).
-      per_model_thread_pools: each loaded model version gets its own pools
-        of those sizes (`ConfigProto.use_per_session_threads`; in TF Serving,
-        a platform config's `session_config`), instead of the process-wide
-        ones every version shares.
+      per_model_thread_pools: each loaded model version's session runs its
+        ops on an inter-op pool of its own (of the size above), instead of
+        the process-wide one every version shares
+        (`ConfigProto.use_per_session_threads`; in TF Serving, a platform
+        config's `session_config`). The intra-op pool stays process-wide.
 
     Raises:
       ValueError / FileNotFoundError: a missing or invalid config file, or
@@ -491,7 +492,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
     parser.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
     parser.add_argument("--per_model_thread_pools", action="store_true",
-                        help="each model version gets its own TF thread pools (of the sizes above)")
+                        help="each model version gets a TF inter-op pool of its own (of the size above)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     if not args.model_config_file and not (args.model_name and args.model_base_path):

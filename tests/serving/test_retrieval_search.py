@@ -4,6 +4,9 @@ over the topic's items, so an explicit list never runs short."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
+
 import grpc
 import numpy as np
 
@@ -68,8 +71,12 @@ def test_the_exact_topic_search_keeps_each_topics_block_within_its_byte_budget(t
                 assert how == ["exact_topic"] and keep.all()
                 np.testing.assert_array_equal(found[0], members[topic][want[0]])
                 np.testing.assert_array_equal(scores[0], want_scores[0])
-        # By default the blocks hold at most as much as the table (3,000
-        # rows): "a" and "b" (1,000 rows each) are kept, "c" (2,000) is not.
+        # The searches kept what the budget allows: by default at most as
+        # much as the table (3,000 rows): "a" and "b" (1,000 rows each), not
+        # "c" (2,000).
+        assert set(index._blocks) == {"a", "b"}
+        assert index._blocks_held == embeddings[members["a"]].nbytes + embeddings[members["b"]].nbytes
+        assert not index._blocks["a"].flags.writeable  # shared by every request
         assert index.topic_embeddings("a") is index.topic_embeddings("a")
         assert index.topic_embeddings("b") is index.topic_embeddings("b")
         assert index.topic_embeddings("c") is not index.topic_embeddings("c")
@@ -83,3 +90,25 @@ def test_the_exact_topic_search_keeps_each_topics_block_within_its_byte_budget(t
             np.testing.assert_array_equal(block, embeddings[members[topic]])
     finally:
         retriever.close()
+
+
+def test_topic_blocks_asked_for_at_once_are_kept_once_within_the_budget():
+    rng = np.random.default_rng(2)
+    embeddings = rng.normal(size=(6000, 8)).astype(np.float32)
+    topics = [[f"t{r % 6}"] for r in range(6000)]
+    index = loaded_index(embeddings, topics, {})
+    index.block_bytes = 3 * 1000 * 8 * 4  # three of the six topics' blocks
+    barrier = threading.Barrier(8)
+
+    def ask(worker):
+        barrier.wait()
+        return [index.topic_embeddings(f"t{(worker + i) % 6}") for i in range(6)]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    assert len(index._blocks) == 3 and index._blocks_held == index.block_bytes
+    assert index._blocks_held == sum(b.nbytes for b in index._blocks.values())
+    members = topic_members(topics)
+    for worker, blocks in enumerate(answers):
+        for i, block in enumerate(blocks):
+            np.testing.assert_array_equal(block, embeddings[members[f"t{(worker + i) % 6}"]])
