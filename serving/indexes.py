@@ -89,6 +89,20 @@ class LoadedIndex:
                 self._blocks_held += block.nbytes
         return block
 
+    def keep_topic_blocks(self, max_items: int) -> int:
+        """Gathers now the blocks of the topics the exact topic search reads
+        (no index of their own, at most `max_items` items), smallest first,
+        as far as the budget goes, so that no request after a load pays
+        their gather. Returns how many are kept."""
+        if self.embeddings is None:
+            return 0
+        own = self.index.topic_indexes
+        wanted = sorted((len(rows), topic) for topic, rows in self.members.items()
+                        if topic not in own and 0 < len(rows) <= max_items)
+        for _, topic in wanted:
+            self.topic_embeddings(topic)
+        return len(self._blocks)
+
     def topic_size(self, topic: str) -> int:
         """How many rows carry `topic`."""
         return len(self.topic_rows(topic))

@@ -179,6 +179,7 @@ class Retriever:
                 for version in reversed(newer):
                     if available is None or available(contract.USER_MODEL[retriever], version):
                         loaded = index_lib.load(self.cfg.export_dir, retriever, version, self.numbers)
+                        loaded.keep_topic_blocks(self.cfg.exact_topic_max_items)
                         with self._lock:
                             self.loaded[retriever] = loaded
                         changed.append(f"{retriever}:{version}")

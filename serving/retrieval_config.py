@@ -29,9 +29,10 @@ class RetrievalConfig:
         over those items (the relevance filter as a restricted exact
         search); larger topics without an own index go through ScaNN +
         post-filter. A topic index that comes back short is replaced by
-        the exact search too. Each topic's embeddings are gathered once
-        and kept, up to the size of the index's embedding table (so the
-        explicit index may take up to twice its table's memory).
+        the exact search too. Those topics' embeddings are gathered when
+        an index version loads and kept, up to the size of the index's
+        embedding table (so the explicit index may take up to twice its
+        table's memory).
       overfetch: ScaNN depth of explicit embeddings of large topics without
         an own index, as a multiple of budget + history; a list still short
         after the relevance filter is scored exactly over its topic's items.

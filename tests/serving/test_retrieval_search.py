@@ -112,3 +112,19 @@ def test_topic_blocks_asked_for_at_once_are_kept_once_within_the_budget():
     for worker, blocks in enumerate(answers):
         for i, block in enumerate(blocks):
             np.testing.assert_array_equal(block, embeddings[members[f"t{(worker + i) % 6}"]])
+
+
+def test_an_index_keeps_the_blocks_of_the_exactly_searched_topics_when_it_loads():
+    rng = np.random.default_rng(3)
+    embeddings = rng.normal(size=(3000, 8)).astype(np.float32)
+    # Topic sizes: a 1500 (own index), b 900, c 300, d 300.
+    topics = [["a"] if r % 2 else ["b"] if r % 10 < 6 else ["c"] if r % 10 == 6 else ["d"] for r in range(3000)]
+    rows = topic_members(topics)["a"]
+    cfg = ii.resolve_config(len(rows), ii.IndexConfig())
+    own = {"a": TopicIndex("a", rows, ii.build_searcher(np.ascontiguousarray(embeddings[rows]), cfg), cfg, 8)}
+    index = loaded_index(embeddings, topics, own)
+    assert index.keep_topic_blocks(max_items=500) == 2  # c and d; a has its own index, b is over 500 items
+    assert set(index._blocks) == {"c", "d"}
+    tight = loaded_index(embeddings, topics, own)
+    tight.block_bytes = 500 * 8 * 4  # room for c (300 rows, first of the smallest), not for d too
+    assert tight.keep_topic_blocks(max_items=1000) == 1 and set(tight._blocks) == {"c"}
