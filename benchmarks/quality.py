@@ -89,6 +89,7 @@ LEVERS = {
     "dcm diversity 4": _DCM + ["model.diversity_weight=4"],
     # Session 14: the global embedding also trained alone, as single is.
     "dcm global loss 1": _DCM + ["model.global_loss_weight=1"],
+    "dcm global loss 3": _DCM + ["model.global_loss_weight=3"],
 }
 CR = {"cr item-interest": ("item", ["model.kind=cr"]), "cr source-interest": ("source", ["model.kind=cr"])}
 DATASETS = {"synthetic": "synthetic-small", "ml-100k": "ml-100k", "movielens-small": "movielens-small"}
