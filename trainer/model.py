@@ -324,13 +324,16 @@ class MultiEmbeddingModel(tfrs.Model):
         weight = None
         if self.negative_targets == "skip":
             weight = tf.cast(tf.equal(inputs[features.TARGET_NEGATIVE], 0), tf.float32)
-        loss = self.task(selected, target, candidate_sampling_probability=probability,
-                         candidate_ids=target_ids, sample_weight=weight, compute_metrics=False)
+
+        def retrieval_loss(query):
+            """The in-batch softmax of `query` against the batch's targets (logQ-corrected)."""
+            return self.task(query, target, candidate_sampling_probability=probability,
+                             candidate_ids=target_ids, sample_weight=weight, compute_metrics=False)
+
+        loss = retrieval_loss(selected)
         if self.cfg.global_loss_weight > 0 and self.global_token is not None:
             # The global embedding is the last slot (`_user_tower`).
-            loss += self.cfg.global_loss_weight * self.task(
-                user["embeddings"][:, -1, :], target, candidate_sampling_probability=probability,
-                candidate_ids=target_ids, sample_weight=weight, compute_metrics=False)
+            loss += self.cfg.global_loss_weight * retrieval_loss(user["embeddings"][:, -1, :])
         if self.cfg.diversity_weight > 0 and self.kind in IMPLICIT_KINDS:
             # Summed over users, as the retrieval loss is.
             excess = diagnostics.similarity_excess(user["embeddings"], user["mask"], self.cfg.diversity_margin)

@@ -423,9 +423,9 @@ def test_single_model_flags_serve_without_batching(export_base):
 
 
 def test_per_model_thread_pools_serve_what_the_saved_model_computes(export_base):
-    """One intra- and one inter-op thread per model version (`mer serve
-    --per_model_thread_pools`): the same outputs, each version's session on
-    pools of its own."""
+    """`mer serve --per_model_thread_pools` with one intra- and one inter-op
+    thread: the same outputs, each version's session on an inter-op pool of
+    its own (the intra-op pool stays process-wide)."""
     path = os.path.join(export_base, "user_implicit")
     solo = ModelServer(model_name="user_implicit", model_base_path=path, file_system_poll_wait_seconds=0,
                        tensorflow_intra_op_parallelism=1, tensorflow_inter_op_parallelism=1,

@@ -79,21 +79,18 @@ def test_max_association_loss_is_the_served_score(world, overrides):
     user = model.user_embeddings(batch, training=False)
     ids = batch[features.TARGET_ITEM_ID]
     targets = model.item_embeddings(ids).numpy()
-    mask = user["mask"].numpy()
+    embeddings, mask = user["embeddings"].numpy(), user["mask"].numpy()
+    probability = model.frequency(ids, training=False).numpy()
     negative = batch[features.TARGET_NEGATIVE].numpy()
     weights = (negative == 0).astype(float) if cfg.train.negative_targets == "skip" else None
-    want = ref.max_scored_loss(user["embeddings"].numpy(), mask, targets,
-                               model.frequency(ids, training=False).numpy(), ids.numpy(), cfg.model.temperature,
-                               weights)
+    want = ref.max_scored_loss(embeddings, mask, targets, probability, ids.numpy(), cfg.model.temperature, weights)
     if cfg.model.global_loss_weight:
-        embeddings = user["embeddings"].numpy()
-        alone = ref.max_scored_loss(embeddings[:, -1:], np.ones((len(mask), 1), bool), targets,
-                                    model.frequency(ids, training=False).numpy(), ids.numpy(),
-                                    cfg.model.temperature, weights)
+        alone = ref.max_scored_loss(embeddings[:, -1:], np.ones((len(mask), 1), bool), targets, probability,
+                                    ids.numpy(), cfg.model.temperature, weights)
         assert alone > 1.0 and mask[:, -1].all()
         want += cfg.model.global_loss_weight * alone
     if cfg.model.diversity_weight:
-        excess = ref.similarity_excess(user["embeddings"].numpy(), mask, cfg.model.diversity_margin)
+        excess = ref.similarity_excess(embeddings, mask, cfg.model.diversity_margin)
         assert excess.sum() > 1.0  # the term is not vanishing on this batch
         want += cfg.model.diversity_weight * excess.sum()
     assert loss == pytest.approx(want, rel=1e-4)
@@ -101,9 +98,7 @@ def test_max_association_loss_is_the_served_score(world, overrides):
         assert (~mask).any()  # masked slots exist in the batch and are not scored
     if weights is not None:
         assert negative.any()  # the batch has negative targets, and they were skipped
-        assert loss < ref.max_scored_loss(user["embeddings"].numpy(), mask, targets,
-                                          model.frequency(ids, training=False).numpy(), ids.numpy(),
-                                          cfg.model.temperature)
+        assert loss < ref.max_scored_loss(embeddings, mask, targets, probability, ids.numpy(), cfg.model.temperature)
 
 
 def test_global_interest_is_one_more_always_valid_embedding(world):
