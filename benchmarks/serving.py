@@ -317,6 +317,7 @@ class Server:
     def __init__(self, base: pathlib.Path, log_path: pathlib.Path, timeout: float = 600.0,
                  extra_args: list[str] = ()):
         self.log_path = log_path
+        self.shutdown: dict | None = None  # set by `stop`
         command = [sys.executable, "-m", "mer", "serve", "--export_dir", str(base.resolve()), "--port", "0",
                    "--model_server_port", "0", *extra_args]
         started = time.perf_counter()
@@ -363,14 +364,19 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        """SIGTERM (what `mer serve` shuts down on), SIGKILL after 60 s."""
+        """SIGTERM (what `mer serve` shuts down on), SIGKILL after 60 s;
+        `shutdown` says how it went (exit code, seconds, killed)."""
         if self.process.poll() is None:
+            started, killed = time.perf_counter(), False
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
+                killed = True
                 self.process.kill()
                 self.process.wait()
+            self.shutdown = {"exit_code": self.process.returncode, "killed": killed,
+                             "seconds": round(time.perf_counter() - started, 2)}
         self._log.close()
 
 
@@ -619,10 +625,12 @@ def _fmt(value, digits=2) -> str:
 
 
 def print_report(result: dict) -> None:
-    export = result["export"]
+    export, shutdown = result["export"], result["server"].get("shutdown")
+    stopped = ("" if shutdown is None else f", stopped by SIGTERM in {shutdown['seconds']:.1f} s, exit "
+               f"{shutdown['exit_code']}{' (killed after 60 s)' if shutdown['killed'] else ''}")
     print(f"\n## Serving load test ({export['items']:,} items, budget {result['budget']}, "
           f"{result['machine']['cpus']} CPUs; export {'cached' if export['reused'] else 'built'}; "
-          f"`mer serve` ready in {result['server']['startup_seconds']:.1f} s)\n")
+          f"`mer serve` ready in {result['server']['startup_seconds']:.1f} s{stopped})\n")
     print("| clients | seconds | requests | throughput req/s | p50 ms | p90 ms | p99 ms | errors | of which "
           "failed / short / duplicates | candidates min / mean | server CPU ms/req | embeddings im+ex | "
           "other processes' cores |")
@@ -731,6 +739,7 @@ def main(argv=None) -> int:
                                               args.swap_timeout)
     finally:
         server.stop()
+        result.setdefault("server", {})["shutdown"] = server.shutdown
         drop_versions_above(base, 1)
     result["bars"] = bars(result)
     print_report(result)

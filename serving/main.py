@@ -6,9 +6,9 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import threading
+
+from serving.stop_signals import StopSignals
 
 log = logging.getLogger("serving")
 
@@ -88,18 +88,16 @@ def serve_main(argv: list[str] | None = None) -> int:
     from common.logs import setup_logging
 
     setup_logging(args.verbose)
-    try:
-        model_server, service = start(args)
-    except (FileNotFoundError, ValueError, TimeoutError, OSError, ImportError) as err:
-        log.error("mer serve: %s", err)
-        return 2
-    print(json.dumps({"retrieval": service.address, "model_server": service.cfg.model_server,
-                      "metrics_port": service.metrics_port, "versions": service.retriever.versions()}), flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    log.info("shutting down")
+    with StopSignals() as signals:  # from before loading: a stop during it is not lost
+        try:
+            model_server, service = start(args)
+        except (FileNotFoundError, ValueError, TimeoutError, OSError, ImportError) as err:
+            log.error("mer serve: %s", err)
+            return 2
+        print(json.dumps({"retrieval": service.address, "model_server": service.cfg.model_server,
+                          "metrics_port": service.metrics_port, "versions": service.retriever.versions()}),
+              flush=True)
+        log.info("shutting down on %s", signals.wait().name)
     service.stop()
     if model_server is not None:
         model_server.stop()

@@ -34,7 +34,6 @@ import atexit
 import concurrent.futures
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -60,6 +59,7 @@ from serving.server_config import (
 )
 from serving.server_metrics import PrometheusEndpoint, ServerMetrics, start_prometheus
 from serving.serving_error import ServingError
+from serving.stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -517,11 +517,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
                          tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
                          per_model_thread_pools=args.per_model_thread_pools)
-    done = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: done.set())
-    server.start()
-    done.wait()
+    with StopSignals() as signals:
+        server.start()
+        log.info("stopping on %s", signals.wait().name)
     server.stop()
     return 0
 

@@ -44,6 +44,9 @@ def test_builds_the_export(run):
 def test_levels_report_latency_stages_and_no_failures(run):
     result, printed, _ = run
     assert result["server"]["startup_seconds"] > 0 and result["server"]["ready"]["retrieval"]
+    # `mer serve` shut down on SIGTERM by itself: exit 0, not killed after 60 s
+    assert result["server"]["shutdown"]["exit_code"] == 0 and not result["server"]["shutdown"]["killed"]
+    assert "stopped by SIGTERM in" in printed
     assert [r["clients"] for r in result["levels"]] == [1, 4, 16]
     for r in result["levels"]:
         assert r["answered"] > 0 and r["throughput_rps"] > 0 and r["seconds"] >= 3

@@ -516,7 +516,10 @@ def test_cli_serves_until_sigterm(export_base):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(contract.__file__)))
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=repo)
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
+    seen: list[str] = []  # every stderr line, for the failure message
+    reader = threading.Thread(target=lambda: [(lines.put(line), seen.append(line)) for line in process.stderr],
+                              daemon=True)
+    reader.start()
     try:
         address, deadline = None, time.monotonic() + 120
         while address is None:
@@ -527,7 +530,13 @@ def test_cli_serves_until_sigterm(export_base):
             stub = model_service_pb2_grpc.ModelServiceStub(channel)
             assert status_of(stub, "user_implicit")[1].state == AVAILABLE
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("still running 60 s after SIGTERM; its stderr:\n" + "".join(seen[-30:]))
+        reader.join(timeout=10)  # its last lines
+        assert code == 0, "".join(seen[-30:])
+        assert any("stopping on SIGTERM" in line for line in seen)
     finally:
         if process.poll() is None:
             process.kill()
