@@ -366,6 +366,9 @@ class Server:
     def stop(self) -> None:
         """SIGTERM (what `mer serve` shuts down on), SIGKILL after 60 s;
         `shutdown` says how it went (exit code, seconds, killed)."""
+        if self.process.poll() is not None and self.shutdown is None:  # it had exited by itself
+            self.shutdown = {"exit_code": self.process.returncode, "killed": False, "seconds": None,
+                             "exited_before_sigterm": True}
         if self.process.poll() is None:
             started, killed = time.perf_counter(), False
             self.process.send_signal(signal.SIGTERM)
@@ -376,7 +379,7 @@ class Server:
                 self.process.kill()
                 self.process.wait()
             self.shutdown = {"exit_code": self.process.returncode, "killed": killed,
-                             "seconds": round(time.perf_counter() - started, 2)}
+                             "seconds": round(time.perf_counter() - started, 2), "exited_before_sigterm": False}
         self._log.close()
 
 
@@ -626,8 +629,13 @@ def _fmt(value, digits=2) -> str:
 
 def print_report(result: dict) -> None:
     export, shutdown = result["export"], result["server"].get("shutdown")
-    stopped = ("" if shutdown is None else f", stopped by SIGTERM in {shutdown['seconds']:.1f} s, exit "
-               f"{shutdown['exit_code']}{' (killed after 60 s)' if shutdown['killed'] else ''}")
+    if shutdown is None:
+        stopped = ""
+    elif shutdown["exited_before_sigterm"]:
+        stopped = f", exited by itself with status {shutdown['exit_code']}"
+    else:
+        stopped = (f", stopped by SIGTERM in {shutdown['seconds']:.1f} s, exit {shutdown['exit_code']}"
+                   f"{' (killed after 60 s)' if shutdown['killed'] else ''}")
     print(f"\n## Serving load test ({export['items']:,} items, budget {result['budget']}, "
           f"{result['machine']['cpus']} CPUs; export {'cached' if export['reused'] else 'built'}; "
           f"`mer serve` ready in {result['server']['startup_seconds']:.1f} s{stopped})\n")

@@ -88,19 +88,21 @@ def serve_main(argv: list[str] | None = None) -> int:
     from common.logs import setup_logging
 
     setup_logging(args.verbose)
-    with StopSignals() as signals:  # from before loading: a stop during it is not lost
+    # From before loading: a stop signal during it is kept (a second one exits
+    # at once), and the shutdown runs with the handlers still in place.
+    with StopSignals() as signals:
         try:
             model_server, service = start(args)
-        except (FileNotFoundError, ValueError, TimeoutError, OSError, ImportError) as err:
+        except (FileNotFoundError, ValueError, TimeoutError, OSError, ImportError, RuntimeError) as err:
             log.error("mer serve: %s", err)
             return 2
         print(json.dumps({"retrieval": service.address, "model_server": service.cfg.model_server,
                           "metrics_port": service.metrics_port, "versions": service.retriever.versions()}),
               flush=True)
         log.info("shutting down on %s", signals.wait().name)
-    service.stop()
-    if model_server is not None:
-        model_server.stop()
+        service.stop()
+        if model_server is not None:
+            model_server.stop()
     return 0
 
 

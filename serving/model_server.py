@@ -517,10 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
                          tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
                          per_model_thread_pools=args.per_model_thread_pools)
-    with StopSignals() as signals:
+    with StopSignals() as signals:  # see serve_main (serving/main.py)
         server.start()
         log.info("stopping on %s", signals.wait().name)
-    server.stop()
+        server.stop()
     return 0
 
 

@@ -45,7 +45,8 @@ def test_levels_report_latency_stages_and_no_failures(run):
     result, printed, _ = run
     assert result["server"]["startup_seconds"] > 0 and result["server"]["ready"]["retrieval"]
     # `mer serve` shut down on SIGTERM by itself: exit 0, not killed after 60 s
-    assert result["server"]["shutdown"]["exit_code"] == 0 and not result["server"]["shutdown"]["killed"]
+    shutdown = result["server"]["shutdown"]
+    assert shutdown["exit_code"] == 0 and not shutdown["killed"] and not shutdown["exited_before_sigterm"], shutdown
     assert "stopped by SIGTERM in" in printed
     assert [r["clients"] for r in result["levels"]] == [1, 4, 16]
     for r in result["levels"]:
