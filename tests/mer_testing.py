@@ -13,8 +13,12 @@ import pytest
 
 import trainer  # noqa: F401  (legacy-Keras switch before TensorFlow loads)
 
+from beam.run import IN_MEMORY
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA_DIR = pathlib.Path(os.environ.get("MER_DATA_DIR", REPO.parent / "shared" / "data"))
+# The Beam options after `mer prepare ... --`: the in-memory runner (one process, fast).
+BEAM_CLI_ARGS = ("--", *IN_MEMORY)
 
 
 def movielens_dir(name: str) -> pathlib.Path:

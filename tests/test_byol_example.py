@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 
-from beam.run import IN_MEMORY
-from mer_testing import REPO, decode, read_examples
+from mer_testing import BEAM_CLI_ARGS, REPO, decode, read_examples
 
 EXAMPLE = REPO / "docs" / "examples" / "byol"
 # Beam's in-process runner: one worker, no process start-up (a few seconds).
-BEAM_ARGS = ["--", *IN_MEMORY]
 
 
 def test_mer_prepare_runs_on_the_example_files(tmp_path, monkeypatch, capsys):
@@ -21,7 +19,7 @@ def test_mer_prepare_runs_on_the_example_files(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)  # the example config's globs are relative to the repository root
     out = tmp_path / "prepared"
     config = (EXAMPLE / "config.yaml").relative_to(REPO)
-    assert cli.main(["prepare", "--config", str(config), "--output_dir", str(out), *BEAM_ARGS]) == 0
+    assert cli.main(["prepare", "--config", str(config), "--output_dir", str(out), *BEAM_CLI_ARGS]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert all(summary["examples"][name] > 0 for name in
                ("train/implicit", "train/explicit", "eval/implicit", "eval/explicit")), summary["examples"]

@@ -36,7 +36,6 @@ WIRING = {
 }
 TINY = ["data.synthetic.num_users=60", "train.epochs=1", "train.steps_per_epoch=4", "train.batch_size=16",
         "model.sequence_layers=0"]
-IN_PROCESS = list(IN_MEMORY)
 
 
 def _kfp():
@@ -241,7 +240,7 @@ def test_local_run_on_the_small_synthetic_world_builds_an_index_that_answers(tmp
                workspace_root=str(tmp_path / "kfp-workspace"))
     run_dir = tmp_path / "run"
     task = build_pipeline()(run_dir=str(run_dir), config="synthetic-small", seed=0, overrides=TINY,
-                            eval_records=100, beam_options=IN_PROCESS)
+                            eval_records=100, beam_options=list(IN_MEMORY))
     export_dir = task.output
     assert export_dir == str(run_dir / "export")
     for model in ("user_implicit", "item_implicit", "user_explicit", "item_explicit"):

@@ -17,10 +17,9 @@ import pytest
 from beam import mappers
 from beam.readers import check_columns, format_for_path, iter_rows
 from beam.records import BadRow, parse_timestamp
-from beam.run import IN_MEMORY
 from mer import cli
+from mer_testing import BEAM_CLI_ARGS
 
-BEAM_ARGS = ["--", *IN_MEMORY]
 ITEMS = "item_id,topics\na,t1\nb,t2|t1\nc,t3\n"
 HUGE = "x" * 140_000  # over csv.field_size_limit() = 131,072
 EVENTS_CSV = (
@@ -57,7 +56,7 @@ def _world(tmp_path, events_csv=EVENTS_CSV, events_jsonl=EVENTS_JSONL, items=ITE
 
 
 def _prepare(out, sets, *extra):
-    return cli.main(["prepare", "--config", "synthetic-small", "--output_dir", str(out), *sets, *extra, *BEAM_ARGS])
+    return cli.main(["prepare", "--config", "synthetic-small", "--output_dir", str(out), *sets, *extra, *BEAM_CLI_ARGS])
 
 
 def _one_line_error(capsys, code_expected, got, starts):

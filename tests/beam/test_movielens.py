@@ -15,7 +15,6 @@ from mer_testing import movielens_dir, read_examples
 from trainer.config import load_config
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
-IN_PROCESS = list(IN_MEMORY)
 
 
 def _reference(users, items, stamps):
@@ -50,7 +49,7 @@ def _reference(users, items, stamps):
 def test_counts_match_protocol(preset, dirname, ratings, expected, tmp_path):
     path = movielens_dir(dirname)
     cfg = load_config(preset, [f"data.source.path={path}"])
-    manifest = run_prepare(cfg, str(tmp_path), IN_PROCESS)
+    manifest = run_prepare(cfg, str(tmp_path), list(IN_MEMORY))
     assert manifest["balance"]["events"] == {"in": ratings, "kept": ratings, "dead": 0, "ok": True}
     counts = manifest["counts"]
     got = (counts["examples/train/implicit"], counts["examples/eval/implicit"],

@@ -15,11 +15,9 @@ import json
 
 import pytest
 
-from beam.run import IN_MEMORY
 from mer import cli
-from mer_testing import decode, read_examples
+from mer_testing import BEAM_CLI_ARGS, decode, read_examples
 
-BEAM_ARGS = ["--", *IN_MEMORY]
 N_EVAL = 2
 MIN_HISTORY = 1
 
@@ -70,7 +68,7 @@ def prepared(tmp_path_factory):
     (raw / "events.csv").write_text("user_id,item_id,timestamp,action\n"
                                     + "".join(f"{u},{i},{t},{a}\n" for u, i, t, a in _events()))
     assert cli.main(["prepare", "--config", "synthetic-small", "--output_dir", str(out), *_sets(raw),
-                     *BEAM_ARGS]) == 0
+                     *BEAM_CLI_ARGS]) == 0
     return raw, out, json.loads((out / "manifest.json").read_text())
 
 
@@ -141,6 +139,6 @@ def test_a_per_user_run_without_training_examples_says_the_split(tmp_path, capsy
     (raw / "items.csv").write_text("item_id,topics\na,t1\n")
     (raw / "events.csv").write_text("user_id,item_id,timestamp\nu1,a,1\nu2,a,1\n")  # one event per user
     assert cli.main(["prepare", "--config", "synthetic-small", "--output_dir", str(out), *_sets(raw),
-                     *BEAM_ARGS]) == 1
+                     *BEAM_CLI_ARGS]) == 1
     err = capsys.readouterr().err
     assert "no training examples" in err and "per-user split (each user's last 2 event(s) are eval)" in err

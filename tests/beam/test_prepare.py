@@ -13,8 +13,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam import prepare
-from beam.run import IN_MEMORY
-from mer_testing import decode, read_examples
+from mer_testing import BEAM_CLI_ARGS, decode, read_examples
 from trainer.config import load_config
 
 ITEMS = (
@@ -208,7 +207,6 @@ def test_missing_required_input_is_a_clear_error(tmp_path):
         prepare.source_inputs(cfg)
 
 
-BEAM_ARGS = ["--", *IN_MEMORY]
 
 
 def _shard_counts(directory):
@@ -225,7 +223,7 @@ def test_prepare_twice_into_one_directory_needs_overwrite(tmp_path, generic_over
 
     def prepare(num_shards, *extra):
         sets = [arg for o in [*generic_overrides, f"data.num_shards={num_shards}"] for arg in ("--set", o)]
-        return cli.main(["prepare", "--config", str(config), "--output_dir", str(out), *sets, *extra, *BEAM_ARGS])
+        return cli.main(["prepare", "--config", str(config), "--output_dir", str(out), *sets, *extra, *BEAM_CLI_ARGS])
 
     assert prepare(4) == 0
     capsys.readouterr()

@@ -15,14 +15,13 @@ from trainer.config import load_config
 
 TINY = ["data.synthetic.num_users=120", "data.synthetic.num_items=600", "data.synthetic.num_topics=20",
         "data.synthetic.num_shards=3", "data.num_shards=3"]
-IN_PROCESS = list(IN_MEMORY)
 
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     cfg = load_config("synthetic-small", TINY)
-    manifest = run_prepare(cfg, str(root / "a"), IN_PROCESS)
+    manifest = run_prepare(cfg, str(root / "a"), list(IN_MEMORY))
     return cfg, root, manifest
 
 
@@ -106,5 +105,5 @@ def test_same_seed_same_bytes_across_runners_and_raw_sharding(tiny_world, tmp_pa
 def test_different_seed_different_world(tiny_world, tmp_path):
     cfg, root, _ = tiny_world
     cfg2 = load_config("synthetic-small", TINY + ["data.synthetic.seed=1"])
-    generate_synthetic(cfg2, str(tmp_path / "raw"), IN_PROCESS)
+    generate_synthetic(cfg2, str(tmp_path / "raw"), list(IN_MEMORY))
     assert _raw_events(f"{root}/a/raw") != _raw_events(tmp_path / "raw")

@@ -18,7 +18,6 @@ from beam.run import IN_MEMORY, run_prepare
 from trainer import features
 from trainer.config import load_config
 
-IN_PROCESS = list(IN_MEMORY)
 
 # Ties in every vocabulary, a repeated topic within an item, items without
 # topics / categorical values / events, and more topics than max_item_topics.
@@ -114,7 +113,7 @@ def test_generic_tables_equal_the_one_list_reference(tmp_path):
         "data.source.format=generic", f"data.source.events={raw}/events.csv", f"data.source.items={raw}/items.csv",
         "data.source.item_vector_dim=2", "data.source.item_categorical_columns=[format,lang]",
         "data.split.mode=timestamp", "data.split.timestamp=5", "data.num_shards=2", "model.max_item_topics=2"])
-    run_prepare(cfg, str(tmp_path / "out"), IN_PROCESS)
+    run_prepare(cfg, str(tmp_path / "out"), list(IN_MEMORY))
     tables = assert_tables_match_reference(tmp_path / "out", 2)
     # By hand: train = events before t=5 (u1 a b c e, u2 b a e, u3 e b d).
     assert (tmp_path / "out" / features.VOCAB_ITEMS).read_text().split() == ["b", "e", "a", "c", "d", "f"]
@@ -125,6 +124,6 @@ def test_generic_tables_equal_the_one_list_reference(tmp_path):
 
 def test_synthetic_tables_equal_the_one_list_reference(tmp_path):
     cfg = load_config("synthetic-small", TINY_WORLD)
-    run_prepare(cfg, str(tmp_path / "out"), IN_PROCESS)
+    run_prepare(cfg, str(tmp_path / "out"), list(IN_MEMORY))
     tables = assert_tables_match_reference(tmp_path / "out", cfg.model.max_item_topics)
     assert tables["vocab/items"] == 600 and tables["categorical_columns"] == ["format", "language"]
