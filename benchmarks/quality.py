@@ -90,8 +90,9 @@ LEVERS = {
     # Session 14: the global embedding also trained alone, as single is.
     "dcm global loss 1": _DCM + ["model.global_loss_weight=1"],
     "dcm global loss 3": _DCM + ["model.global_loss_weight=3"],
-    # Session 15: what makes MIND's capsules near-parallel on today's defaults
-    # (session 9's 0.875 pairwise cosine was argmax association, no global interest).
+    # Session 15: which of today's defaults makes MIND's embeddings near-parallel
+    # (session 9's 0.875 pairwise cosine had argmax association, no global interest,
+    # no sequence field, cold logQ): the two suspects, each alone.
     "mind argmax association": ["model.kind=mind", "model.association=argmax"],
     "mind w/o global interest": ["model.kind=mind", "model.global_interest=false"],
 }
