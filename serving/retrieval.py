@@ -427,10 +427,12 @@ class Retriever:
         for retriever, index in loaded.items():
             header.versions[retriever] = index.version
         candidates, count = b"", 0
+        merged = time.monotonic()
         if len(lists.rows):
             budget = budgets(lists.weight[None, :], np.ones((1, len(lists.weight)), bool), query.budget)[0]
             items, source, position = merge(query.policy, lists.rows, lists.scores, budget, query.budget,
                                             floor=self.cfg.score_floor)
+            merged = time.monotonic()
             contributed = np.bincount(source, minlength=len(budget)) if len(source) else np.zeros(len(budget), int)
             for j in range(len(budget)):
                 header.embeddings.add(retriever=lists.retriever[j], embedding=lists.embedding[j],
@@ -439,7 +441,7 @@ class Retriever:
                                       search=lists.search[j])
             candidates, count = self._candidates(lists, loaded, items, source, position), len(items)
         done = time.monotonic()
-        for stage, ms in (("towers", t_towers - started), ("ann", t_ann - t_towers), ("merge", done - t_ann),
-                          ("total", done - started)):
+        for stage, ms in (("towers", t_towers - started), ("ann", t_ann - t_towers), ("merge", merged - t_ann),
+                          ("response", done - merged), ("total", done - started)):
             header.stage_ms[stage] = round(ms * 1000.0, 3)
         return Answer(header, candidates, count)

@@ -28,7 +28,7 @@ from serving.retrieval_config import RetrievalConfig
 
 log = logging.getLogger(__name__)
 SERVICE = "mer.retrieval.v1.Retrieval"
-STAGES = ("towers", "ann", "merge", "total")
+STAGES = ("towers", "ann", "merge", "response", "total")
 CHANNEL_OPTIONS = [
     # Reconnect quickly when the model server comes back (gRPC's default
     # backoff grows to two minutes).
