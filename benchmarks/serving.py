@@ -366,9 +366,6 @@ class Server:
     def stop(self) -> None:
         """SIGTERM (what `mer serve` shuts down on), SIGKILL after 60 s;
         `shutdown` says how it went (exit code, seconds, killed)."""
-        if self.process.poll() is not None and self.shutdown is None:  # it had exited by itself
-            self.shutdown = {"exit_code": self.process.returncode, "killed": False, "seconds": None,
-                             "exited_before_sigterm": True}
         if self.process.poll() is None:
             started, killed = time.perf_counter(), False
             self.process.send_signal(signal.SIGTERM)
@@ -380,6 +377,9 @@ class Server:
                 self.process.wait()
             self.shutdown = {"exit_code": self.process.returncode, "killed": killed,
                              "seconds": round(time.perf_counter() - started, 2), "exited_before_sigterm": False}
+        elif self.shutdown is None:  # it had exited by itself
+            self.shutdown = {"exit_code": self.process.returncode, "killed": False, "seconds": None,
+                             "exited_before_sigterm": True}
         self._log.close()
 
 

@@ -35,6 +35,7 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from common import contract
+from mer_testing import REPO
 from serving.model_server import ModelServer, parse_args
 from serving.servable import Servable
 from serving.server_config import BatchingOptions, aspired_versions
@@ -513,8 +514,7 @@ def test_cli_serves_until_sigterm(export_base):
     command = [sys.executable, "-m", "serving.model_server", "--model_config_file",
                os.path.join(export_base, contract.MODELS_CONFIG), "--port", "0", "--enable_batching=false",
                "--file_system_poll_wait_seconds", "0"]
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(contract.__file__)))
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=repo)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=REPO)
     lines: queue.Queue = queue.Queue()
     seen: list[str] = []  # every stderr line, for the failure message
     reader = threading.Thread(target=lambda: [(lines.put(line), seen.append(line)) for line in process.stderr],

@@ -9,14 +9,11 @@ the test instead of stalling the suite.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 
-from common import contract
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(contract.__file__)))
+from mer_testing import REPO
 
 # A SIGTERM sent at every line boundary that `wait()` passes before it
 # blocks (the Python-level handler runs at the next one) must stop it. The
