@@ -95,6 +95,11 @@ LEVERS = {
     # no sequence field, cold logQ): the two suspects, each alone.
     "mind argmax association": ["model.kind=mind", "model.association=argmax"],
     "mind w/o global interest": ["model.kind=mind", "model.global_interest=false"],
+    # Session 16: today's defaults, one adopted default reverted each (the
+    # session-9 rows above changed one thing on the *old* defaults, 1 seed).
+    "dcm argmax association": _DCM + ["model.association=argmax"],
+    "dcm random first centroid": _DCM + ["model.first_centroid=random"],
+    "dcm w/o sequence field": _DCM + ["model.sequence_layers=0"],
 }
 CR = {"cr item-interest": ("item", ["model.kind=cr"]), "cr source-interest": ("source", ["model.kind=cr"])}
 DATASETS = {"synthetic": "synthetic-small", "ml-100k": "ml-100k", "movielens-small": "movielens-small"}
