@@ -286,9 +286,17 @@ def bar_key(a: str, b: str, metric: str) -> str:
     return f"{a} - {b} {metric}"
 
 
-def _margin(entry: dict, a: str, b: str, metric: str) -> str:
+def _verdict(entry: dict, a: str, b: str, metric: str, difference: float) -> str:
+    """A bar "a beats b" judged as the issue asks: met only when the paired
+    difference's 95% CI lies above 0; a CI that includes 0 is level, not met.
+    Without a paired difference (a row scored on other records) only the
+    means can be compared, and the verdict says so."""
     d = entry.get("paired", {}).get(bar_key(a, b, metric))
-    return f" (paired difference {d['mean']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}])" if d else ""
+    if not d:
+        return f"{'ahead' if difference > 0 else 'NOT ahead'} by the means ({difference:+.4f}; no paired CI)"
+    lo, hi = d["ci95"]
+    verdict = "met" if lo > 0 else "NOT met (below)" if hi < 0 else "NOT met (level: the CI includes 0)"
+    return f"{verdict} (paired difference {d['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}])"
 
 
 def summarize(runs, ks):
@@ -635,10 +643,10 @@ def write_docs(report: dict, path: pathlib.Path) -> None:
             lines += [f"Overlap of DCM top-50 and CR (followed topics, equal budgets) candidates, seed "
                       f"{report['seeds'][0]}: {entry['overlap_at_50']:.4f} (paper §3.4: 0.032).", ""]
     lines += ["## The issue's bars, computed from the tables above", "",
-              "Verdicts compare the seed means. In parentheses: the paired difference (per eval record, each "
-              "row's hits averaged over its seeds, first minus second; mean and 95% bootstrap CI over eval "
-              "records): a CI that excludes 0 is a margin beyond record-sampling noise (seed-to-seed "
-              "variance is averaged, not resampled).", ""] + [f"- {b}" for b in bars(report)]
+              "A bar is met when the paired difference lies above 0 with its 95% CI (the issue's rule); a CI "
+              "that includes 0 is level, not met. The paired difference: per eval record, each row's hits "
+              "averaged over its seeds, first minus second; mean and 95% bootstrap CI over eval records "
+              "(seed-to-seed variance is averaged, not resampled).", ""] + [f"- {b}" for b in bars(report)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -675,21 +683,19 @@ def bars(report: dict) -> list[str]:
                     for other in BAR_OTHERS:
                         if other in main:
                             theirs = main[other]["hr"][k]["mean"]
-                            verdict = "met" if dcm > theirs else "NOT met"
-                            out.append(f"{dataset} HR@{k}: {label} {dcm:.4f} vs {other} {theirs:.4f}: {verdict}"
-                                       + _margin(entry, row, other, f"HR@{k}"))
+                            out.append(f"{dataset} HR@{k}: {label} {dcm:.4f} vs {other} {theirs:.4f}: "
+                                       + _verdict(entry, row, other, f"HR@{k}", dcm - theirs))
         elif "dcm" in main and "single" in main and "coverage" in main["dcm"]:
             for tier in ("torso", "tail"):
                 a, b = main["dcm"]["coverage"][tier]["mean"], main["single"]["coverage"][tier]["mean"]
                 out.append(f"synthetic coverage of {tier} interests (top-50): DCM {a:.3f} vs single {b:.3f}: "
-                           f"{'higher' if a > b else 'NOT higher'} (difference {a - b:+.3f})"
-                           + _margin(entry, "dcm", "single", f"coverage {tier}"))
+                           + _verdict(entry, "dcm", "single", f"coverage {tier}", a - b))
         cr = entry["tables"].get("cr", {})
         if set(CR_PAIR) <= set(cr):
             a = cr[CR_PAIR[0]]["filtered_hr"]["50"]["mean"]
             b = cr[CR_PAIR[1]]["filtered_hr"]["50"]["mean"]
             out.append(f"{dataset} CR filtered HR@50: source-interest {a:.4f} vs item-interest {b:.4f}: "
-                       f"{'met' if a > b else 'NOT met'}" + _margin(entry, *CR_PAIR, "filtered HR@50"))
+                       + _verdict(entry, *CR_PAIR, "filtered HR@50", a - b))
     return out
 
 

@@ -21,26 +21,44 @@ def _row(hr50, hr100, coverage=None, filtered=None):
 
 
 def test_bars_compare_dcm_with_each_baseline(tmp_path):
+    """A bar is met only when the paired difference's CI lies above 0: a
+    higher mean with a CI that includes 0 is level, not met (the issue's
+    rule); without a paired difference the line says it compares means."""
+    from benchmarks.quality import bar_key
+
+    def diff(mean, lo, hi):
+        return {"mean": mean, "ci95": [lo, hi]}
+
     report = {"command": "python -m benchmarks.quality", "seeds": [0, 1, 2], "epochs": 6, "datasets": {
         "ml-100k": {"prepared": "p", "corpus": 10, "base_overrides": [], "tables": {"main": {
             "single": _row(0.30, 0.40), "co-occurrence": _row(0.35, 0.45), "dcm": _row(0.33, 0.50), "not_run": ["sa"]},
-            "cr": {"not_run": ["cr item-interest", "cr source-interest"]}}},
+            "cr": {"not_run": ["cr item-interest", "cr source-interest"]}},
+            "paired": {bar_key("dcm", "single", "HR@50"): diff(0.03, 0.01, 0.05),
+                       bar_key("dcm", "single", "HR@100"): diff(0.10, -0.01, 0.2),
+                       bar_key("dcm", "co-occurrence", "HR@50"): diff(-0.02, -0.03, -0.01)}},
         "synthetic": {"prepared": "s", "corpus": 10, "base_overrides": [], "tables": {
             "main": {"single": _row(0.3, 0.4, {"torso": 0.5, "tail": 0.4}),
                      "dcm": _row(0.3, 0.4, {"torso": 0.6, "tail": 0.3})},
             "cr": {"cr item-interest": _row(0.5, 0.6, filtered=0.6),
-                   "cr source-interest": _row(0.5, 0.6, filtered=0.7)}}}}}
+                   "cr source-interest": _row(0.5, 0.6, filtered=0.7)}},
+            "paired": {bar_key("dcm", "single", "coverage torso"): diff(0.1, 0.05, 0.15),
+                       bar_key("dcm", "single", "coverage tail"): diff(-0.1, -0.15, -0.05),
+                       bar_key("cr source-interest", "cr item-interest", "filtered HR@50"): diff(0.1, 0.0, 0.2)}}}}
     lines = bars(report)
-    assert "ml-100k HR@50: DCM 0.3300 vs single 0.3000: met" in lines
-    assert "ml-100k HR@50: DCM 0.3300 vs co-occurrence 0.3500: NOT met" in lines
-    assert "ml-100k HR@100: DCM 0.5000 vs co-occurrence 0.4500: met" in lines
-    assert any("torso interests" in x and ": higher" in x for x in lines)
-    assert any("tail interests" in x and "NOT higher" in x for x in lines)
-    assert "synthetic CR filtered HR@50: source-interest 0.7000 vs item-interest 0.6000: met" in lines
+    assert "ml-100k HR@50: DCM 0.3300 vs single 0.3000: met (paired difference +0.0300 [+0.0100, +0.0500])" in lines
+    assert ("ml-100k HR@100: DCM 0.5000 vs single 0.4000: NOT met (level: the CI includes 0) "
+            "(paired difference +0.1000 [-0.0100, +0.2000])") in lines
+    assert ("ml-100k HR@50: DCM 0.3300 vs co-occurrence 0.3500: NOT met (below) "
+            "(paired difference -0.0200 [-0.0300, -0.0100])") in lines
+    assert "ml-100k HR@100: DCM 0.5000 vs co-occurrence 0.4500: ahead by the means (+0.0500; no paired CI)" in lines
+    assert any("torso interests" in x and ": met (paired" in x for x in lines)
+    assert any("tail interests" in x and "NOT met (below)" in x for x in lines)
+    assert ("synthetic CR filtered HR@50: source-interest 0.7000 vs item-interest 0.6000: "
+            "NOT met (level: the CI includes 0) (paired difference +0.1000 [+0.0000, +0.2000])") in lines
     write_docs(report, tmp_path / "results.md")
     text = (tmp_path / "results.md").read_text()
     assert "| dcm | 3 | 0.1650 [0.155, 0.175] | 0.3300 [0.320, 0.340]" in text
-    assert "NOT met" in text
+    assert "NOT met (below)" in text
     assert "Not run yet: sa." in text
     assert "corpus 10 items, 5 eval records." in text
     assert text.count("Not run yet: cr item-interest, cr source-interest.") == 1
@@ -115,9 +133,11 @@ def test_dcm_variant_is_picked_on_validation_hr(tmp_path):
     report = {"datasets": {"ml-100k": {"picked_dcm": picked, "tables": {"main": {
         "dcm": _row(0.30, 0.40), "single": _row(0.33, 0.45), PICKED: _row(0.35, 0.44)}}}}}
     lines = bars(report)
-    assert "ml-100k HR@50: DCM 0.3000 vs single 0.3300: NOT met" in lines
-    assert "ml-100k HR@50: DCM picked on validation (dcm w/o SAR) 0.3500 vs single 0.3300: met" in lines
-    assert "ml-100k HR@100: DCM picked on validation (dcm w/o SAR) 0.4400 vs single 0.4500: NOT met" in lines
+    assert "ml-100k HR@50: DCM 0.3000 vs single 0.3300: NOT ahead by the means (-0.0300; no paired CI)" in lines
+    assert ("ml-100k HR@50: DCM picked on validation (dcm w/o SAR) 0.3500 vs single 0.3300: "
+            "ahead by the means (+0.0200; no paired CI)") in lines
+    assert ("ml-100k HR@100: DCM picked on validation (dcm w/o SAR) 0.4400 vs single 0.4500: "
+            "NOT ahead by the means (-0.0100; no paired CI)") in lines
 
 
 def test_bars_state_the_paired_difference_of_each_comparison():
@@ -159,7 +179,8 @@ def test_bars_state_the_paired_difference_of_each_comparison():
     lines = bars(report)
     assert ("ml-100k HR@50: DCM 0.3300 vs single 0.3000: met (paired difference +0.0300 [+0.0100, +0.0500])"
             in lines)
-    assert "ml-100k HR@100: DCM 0.5000 vs single 0.4000: met" in lines  # no paired entry: no margin
+    # no paired entry: no CI, so no verdict beyond the means
+    assert "ml-100k HR@100: DCM 0.5000 vs single 0.4000: ahead by the means (+0.1000; no paired CI)" in lines
 
 
 def test_ease_is_a_bar_reference_and_its_lambda_is_reported(tmp_path):
@@ -172,8 +193,8 @@ def test_ease_is_a_bar_reference_and_its_lambda_is_reported(tmp_path):
         "ml-100k": {"prepared": "p", "corpus": 10, "base_overrides": [], "tuning": tuning, "tables": {"main": {
             "EASE (tuned)": {**_row(0.38, 0.52), "seeds": 1}, "dcm": _row(0.39, 0.50)}}}}}
     lines = bars(report)
-    assert "ml-100k HR@50: DCM 0.3900 vs EASE (tuned) 0.3800: met" in lines
-    assert "ml-100k HR@100: DCM 0.5000 vs EASE (tuned) 0.5200: NOT met" in lines
+    assert "ml-100k HR@50: DCM 0.3900 vs EASE (tuned) 0.3800: ahead by the means (+0.0100; no paired CI)" in lines
+    assert "ml-100k HR@100: DCM 0.5000 vs EASE (tuned) 0.5200: NOT ahead by the means (-0.0200; no paired CI)" in lines
     write_docs(report, tmp_path / "results.md")
     text = (tmp_path / "results.md").read_text()
     assert "| EASE (tuned) | 1 | 0.1900 [0.180, 0.200] | 0.3800 [0.370, 0.390]" in text
