@@ -23,7 +23,8 @@ a multi-interest model is meant to help with:
   eval targets (head / torso / tail);
 - `history length`: SPEC §6's buckets.
 
-A row `name` reads the SPEC §6 ranks of run `name`; `name:policy` reads its
+A row `name` reads the SPEC §6 ranks of run `name` (`ease`, `popularity`,
+`co-occurrence`: the references, one deterministic run); `name:policy` reads its
 served hits for `policy` (`round_robin`, `score`). Cells: HR@K averaged
 over seeds, and the paired difference against `--baseline` per eval record
 (seed-averaged; mean and 95% bootstrap CI over the segment's records).
@@ -106,15 +107,20 @@ def record_segments(data_dir: str, history_length: int) -> dict[str, np.ndarray]
     }
 
 
+# References `benchmarks/quality.py` scores once (deterministic), under seed 0.
+DETERMINISTIC = ("popularity", "co-occurrence", "ease")
+
+
 def load_hits(runs_dir: pathlib.Path, row: str, seeds: list[int], k: int) -> np.ndarray | None:
     """`[seeds, records]` bool hits of row `name` (SPEC §6 ranks) or
-    `name:policy` (served); None when a seed's file is missing."""
+    `name:policy` (served); None when a seed's file is missing. A
+    deterministic reference (`DETERMINISTIC`) reads its one run for every seed."""
     from benchmarks.quality import run_dir
 
     name, _, policy = row.partition(":")
     out = []
     for seed in seeds:
-        path = runs_dir / run_dir(name) / f"seed{seed}"
+        path = runs_dir / run_dir(name) / f"seed{0 if name in DETERMINISTIC else seed}"
         file = path / (f"served-{policy}.npz" if policy else "ranks.npz")
         if not file.exists():
             return None

@@ -39,6 +39,9 @@ def test_segments_pair_each_row_with_the_baseline_on_the_same_records(world, tmp
     ranks = {"single": [rng.integers(1, 200, records).astype(float) for _ in range(2)],
              "dcm": [rng.integers(1, 200, records).astype(float) for _ in range(2)]}
     served = [rng.random(records) < 0.3 for _ in range(2)]
+    ease = rng.integers(1, 200, records).astype(float)  # a deterministic reference: one run, seed 0
+    (work / "synthetic" / "runs" / "ease" / "seed0").mkdir(parents=True)
+    np.savez(work / "synthetic" / "runs" / "ease" / "seed0" / "ranks.npz", ranks=ease)
     for name, runs in ranks.items():
         for seed, r in enumerate(runs):
             path = work / "synthetic" / "runs" / name / f"seed{seed}"
@@ -47,7 +50,7 @@ def test_segments_pair_each_row_with_the_baseline_on_the_same_records(world, tmp
             if name == "dcm":
                 np.savez(path / "served-score.npz", k50=served[seed], k100=served[seed])
     out = tmp_path / "segments.json"
-    assert segments.main(["--work", str(work), "--datasets", "synthetic", "--rows", "dcm,dcm:score,mind",
+    assert segments.main(["--work", str(work), "--datasets", "synthetic", "--rows", "dcm,dcm:score,mind,ease",
                           "--seeds", "0,1", "--out", str(out), "--docs", str(tmp_path / "segments.md")]) == 0
     report = json.loads(out.read_text())["datasets"]["synthetic"]
     assert report["records"] == records and report["missing"] == ["mind"]
@@ -63,6 +66,7 @@ def test_segments_pair_each_row_with_the_baseline_on_the_same_records(world, tmp
         assert cell["hr"]["single"] == pytest.approx(single[sel].mean())
         assert cell["paired"]["dcm"]["mean"] == pytest.approx(dcm[sel].mean() - single[sel].mean())
         assert cell["paired"]["dcm:score"]["mean"] == pytest.approx(score[sel].mean() - single[sel].mean())
+        assert cell["paired"]["ease"]["mean"] == pytest.approx((ease <= 50)[sel].mean() - single[sel].mean())
         lo_ci, hi_ci = cell["paired"]["dcm"]["ci95"]
         assert lo_ci <= cell["paired"]["dcm"]["mean"] <= hi_ci
     # Every segmenter partitions all records; the target-topic classes follow the corpus topics.
