@@ -100,6 +100,9 @@ LEVERS = {
     "dcm argmax association": _DCM + ["model.association=argmax"],
     "dcm random first centroid": _DCM + ["model.first_centroid=random"],
     "dcm w/o sequence field": _DCM + ["model.sequence_layers=0"],
+    "dcm cold logQ": _DCM + ["train.logq_warm_start=false"],
+    "dcm lr 0.001": _DCM + ["train.learning_rate=0.001"],
+    "dcm lr 0.01": _DCM + ["train.learning_rate=0.01"],
 }
 CR = {"cr item-interest": ("item", ["model.kind=cr"]), "cr source-interest": ("source", ["model.kind=cr"])}
 DATASETS = {"synthetic": "synthetic-small", "ml-100k": "ml-100k", "movielens-small": "movielens-small"}
