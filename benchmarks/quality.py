@@ -298,6 +298,8 @@ def _verdict(entry: dict, a: str, b: str, metric: str, difference: float) -> str
     if not d:
         return f"{'ahead' if difference > 0 else 'NOT ahead'} by the means ({difference:+.4f}; no paired CI)"
     lo, hi = d["ci95"]
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no verdict (no record to compare)"
     verdict = "met" if lo > 0 else "NOT met (below)" if hi < 0 else "NOT met (level: the CI includes 0)"
     return f"{verdict} (paired difference {d['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}])"
 
@@ -514,7 +516,10 @@ def main(argv=None) -> int:
     for name in variants:
         if name not in MAIN:
             parser.error(f"--variants: unknown {name!r}; expected some of {', '.join(MAIN)}")
-    report = {"command": "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]),
+    given = argv if argv is not None else sys.argv[1:]
+    if not any(a == "--epochs" or a.startswith("--epochs=") for a in given):
+        given = [*given, "--epochs", str(args.epochs)]  # the recorded command reproduces the runs' epochs
+    report = {"command": "python -m benchmarks.quality " + " ".join(given),
               "seeds": seeds, "epochs": args.epochs, "datasets": {}}
     for dataset in args.datasets.split(","):
         synthetic = dataset == "synthetic"
@@ -647,7 +652,8 @@ def write_docs(report: dict, path: pathlib.Path) -> None:
                       f"{report['seeds'][0]}: {entry['overlap_at_50']:.4f} (paper §3.4: 0.032).", ""]
     lines += ["## The issue's bars, computed from the tables above", "",
               "A bar is met when the paired difference lies above 0 with its 95% CI (the issue's rule); a CI "
-              "that includes 0 is level, not met. The paired difference: per eval record, each row's hits "
+              "that includes 0 is level, not met; a line without a paired difference compares the means only. "
+              "The paired difference: per eval record, each row's hits "
               "averaged over its seeds, first minus second; mean and 95% bootstrap CI over eval records "
               "(seed-to-seed variance is averaged, not resampled).", ""] + [f"- {b}" for b in bars(report)]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,11 +31,13 @@ def test_bars_compare_dcm_with_each_baseline(tmp_path):
 
     report = {"command": "python -m benchmarks.quality", "seeds": [0, 1, 2], "epochs": 6, "datasets": {
         "ml-100k": {"prepared": "p", "corpus": 10, "base_overrides": [], "tables": {"main": {
-            "single": _row(0.30, 0.40), "co-occurrence": _row(0.35, 0.45), "dcm": _row(0.33, 0.50), "not_run": ["sa"]},
-            "cr": {"not_run": ["cr item-interest", "cr source-interest"]}},
+            "single": _row(0.30, 0.40), "co-occurrence": _row(0.35, 0.45), "dcm": _row(0.33, 0.50), "mind": _row(0.32, 0.49),
+            "not_run": ["sa"]}, "cr": {"not_run": ["cr item-interest", "cr source-interest"]}},
             "paired": {bar_key("dcm", "single", "HR@50"): diff(0.03, 0.01, 0.05),
                        bar_key("dcm", "single", "HR@100"): diff(0.10, -0.01, 0.2),
-                       bar_key("dcm", "co-occurrence", "HR@50"): diff(-0.02, -0.03, -0.01)}},
+                       bar_key("dcm", "co-occurrence", "HR@50"): diff(-0.02, -0.03, -0.01),
+                       bar_key("dcm", "mind", "HR@50"): diff(0.01, -0.02, 0.0),  # the CI's top at 0: level
+                       bar_key("dcm", "mind", "HR@100"): diff(float("nan"), float("nan"), float("nan"))}},
         "synthetic": {"prepared": "s", "corpus": 10, "base_overrides": [], "tables": {
             "main": {"single": _row(0.3, 0.4, {"torso": 0.5, "tail": 0.4}),
                      "dcm": _row(0.3, 0.4, {"torso": 0.6, "tail": 0.3})},
@@ -51,6 +53,9 @@ def test_bars_compare_dcm_with_each_baseline(tmp_path):
     assert ("ml-100k HR@50: DCM 0.3300 vs co-occurrence 0.3500: NOT met (below) "
             "(paired difference -0.0200 [-0.0300, -0.0100])") in lines
     assert "ml-100k HR@100: DCM 0.5000 vs co-occurrence 0.4500: ahead by the means (+0.0500; no paired CI)" in lines
+    assert ("ml-100k HR@50: DCM 0.3300 vs mind 0.3200: NOT met (level: the CI includes 0) "
+            "(paired difference +0.0100 [-0.0200, +0.0000])") in lines
+    assert "ml-100k HR@100: DCM 0.5000 vs mind 0.4900: no verdict (no record to compare)" in lines
     assert any("torso interests" in x and ": met (paired" in x for x in lines)
     assert any("tail interests" in x and "NOT met (below)" in x for x in lines)
     assert ("synthetic CR filtered HR@50: source-interest 0.7000 vs item-interest 0.6000: "
