@@ -358,6 +358,12 @@ class TrainConfig:
         does in the loss: `positive` (trained like any target) or `skip`
         (weight 0: the user did not like it). Such targets stay eval
         targets (SPEC §6) and in-batch negatives of the other examples.
+      logq_weight: w in the logQ correction: each in-batch candidate's
+        logit minus w * log(its estimated sampling probability) (eq. 9, Yi
+        et al. 2019: w = 1, the default). 0 = plain in-batch softmax, which
+        pushes popular items down (they are negatives more often); w > 1
+        corrects more, which ranks popular items higher. (TFRS clips the
+        q^w it is given at 1e-6: the correction is at most log 1e6.)
       logq_warm_start: start the streaming frequency estimator (logQ
         correction) from the training records' target counts instead of a
         flat prior (TFRS clips the cold estimate; rare items then get
@@ -376,6 +382,7 @@ class TrainConfig:
     validation_k: int = 50
     validation_max_records: int = 5000
     negative_targets: str = "positive"
+    logq_weight: float = 1.0
     logq_warm_start: bool = True
     early_stopping_patience: int = 2
     checkpoint_every_steps: int = 200
@@ -582,6 +589,7 @@ _RANGES: dict[str, tuple] = {
     "model.dhen.output_dim": _at_least(1),
     "train.batch_size": _at_least(1),
     "train.learning_rate": _at_least(0),  # 0 freezes the weights (used by the resume tests)
+    "train.logq_weight": _at_least(0),
     "train.epochs": _at_least(1),
     "train.steps_per_epoch": _at_least(0),
     "train.validation_fraction": ((lambda v: 0 <= v < 1), "in [0, 1)"),

@@ -91,6 +91,7 @@ class MultiEmbeddingModel(tfrs.Model):
                                                      name="frequency")
         self.recompute_selected = True  # see _select
         self.negative_targets = "positive"  # the training job sets `train.negative_targets`
+        self.logq_weight = 1.0  # the training job sets `train.logq_weight`
         self.task = tfrs.tasks.Retrieval(temperature=cfg.temperature, remove_accidental_hits=True)
         # Collapse diagnostics. Metric accumulators are not model state: they
         # are kept out of the checkpoint (untracked; reported via `metrics`),
@@ -327,7 +328,8 @@ class MultiEmbeddingModel(tfrs.Model):
 
         def retrieval_loss(query):
             """The in-batch softmax of `query` against the batch's targets (logQ-corrected)."""
-            return self.task(query, target, candidate_sampling_probability=probability,
+            return self.task(query, target,
+                             candidate_sampling_probability=self._sampling_probability(probability),
                              candidate_ids=target_ids, sample_weight=weight, compute_metrics=False)
 
         loss = retrieval_loss(selected)
@@ -339,6 +341,14 @@ class MultiEmbeddingModel(tfrs.Model):
             excess = diagnostics.similarity_excess(user["embeddings"], user["mask"], self.cfg.diversity_margin)
             loss += self.cfg.diversity_weight * tf.reduce_sum(excess)
         return loss
+
+    def _sampling_probability(self, probability: tf.Tensor) -> tf.Tensor | None:
+        """What the loss subtracts the log of (`train.logq_weight` w): q^w, so
+        the correction is w * log q (TFRS clips q^w at 1e-6); None (no
+        correction) at w = 0."""
+        if self.logq_weight == 0:
+            return None
+        return probability if self.logq_weight == 1 else tf.pow(probability, self.logq_weight)
 
 
 def _max_scored(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

@@ -62,25 +62,32 @@ def test_argmax_recompute_matches_full_backward(world, kind):
     ["model.kind=single", "train.negative_targets=skip"],
     ["model.kind=dcm", "model.diversity_weight=2", "model.diversity_margin=0.3"],
     ["model.kind=dcm", "model.global_loss_weight=0.5"],
+    ["model.kind=single", "train.logq_weight=0"],
+    ["model.kind=dcm", "train.logq_weight=2"],
 ])
 def test_max_association_loss_is_the_served_score(world, overrides):
     """`association=max`: the loss scores the positive and every in-batch
     negative by the max over the user's *valid* embeddings (what serving
     does), a skipped negative target adds nothing to it, and the diversity
     term adds `weight * sum_users mean_pairs relu(cos - margin)`, and the
-    global loss adds `weight *` the single-embedding loss of the global slot."""
+    global loss adds `weight *` the single-embedding loss of the global slot;
+    `train.logq_weight` w subtracts w * log q (none at w = 0)."""
     tf.keras.utils.set_random_seed(0)
     cfg = load_config("synthetic-small", overrides + ["model.association=max"])
     model = build_model(cfg.model, load_item_table(world), seed=0)
     model.negative_targets = cfg.train.negative_targets
+    model.logq_weight = cfg.train.logq_weight
     batch = next(iter(build_dataset(f"{world}/{features.TRAIN_IMPLICIT}-*", 256, 50, shuffle=False)))
     create_variables(model, batch)
+    # Unequal sampling probabilities (a flat estimate shifts every logit alike: softmax ignores it).
+    ids = np.unique(batch[features.TARGET_ITEM_ID].numpy())
+    model.frequency.warm_start(ids, np.arange(1, len(ids) + 1, dtype=np.float32) ** 2, 10.0)
     loss = float(model.compute_loss(batch, training=False))  # inference clusters: deterministic
     user = model.user_embeddings(batch, training=False)
     ids = batch[features.TARGET_ITEM_ID]
     targets = model.item_embeddings(ids).numpy()
     embeddings, mask = user["embeddings"].numpy(), user["mask"].numpy()
-    probability = model.frequency(ids, training=False).numpy()
+    probability = model.frequency(ids, training=False).numpy() ** cfg.train.logq_weight  # q^0 = 1: log 1 = 0
     negative = batch[features.TARGET_NEGATIVE].numpy()
     weights = (negative == 0).astype(float) if cfg.train.negative_targets == "skip" else None
     want = ref.max_scored_loss(embeddings, mask, targets, probability, ids.numpy(), cfg.model.temperature, weights)
