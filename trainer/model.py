@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow_recommenders as tfrs
 
 from trainer import diagnostics, features
-from trainer.config import IMPLICIT_KINDS, ModelConfig
+from trainer.config import IMPLICIT_KINDS, ModelConfig, TrainConfig
 from trainer.item_table import ItemTable
 from trainer.layers._keras import keras, tf
 from trainer.layers.association import InterestAssociation
@@ -90,8 +90,7 @@ class MultiEmbeddingModel(tfrs.Model):
         self.frequency = StreamingFrequencyEstimator(cfg.frequency_buckets, cfg.frequency_alpha,
                                                      name="frequency")
         self.recompute_selected = True  # see _select
-        self.negative_targets = "positive"  # the training job sets `train.negative_targets`
-        self.logq_weight = 1.0  # the training job sets `train.logq_weight`
+        self.use_train_config(TrainConfig())  # the training job passes its own
         self.task = tfrs.tasks.Retrieval(temperature=cfg.temperature, remove_accidental_hits=True)
         # Collapse diagnostics. Metric accumulators are not model state: they
         # are kept out of the checkpoint (untracked; reported via `metrics`),
@@ -341,6 +340,12 @@ class MultiEmbeddingModel(tfrs.Model):
             excess = diagnostics.similarity_excess(user["embeddings"], user["mask"], self.cfg.diversity_margin)
             loss += self.cfg.diversity_weight * tf.reduce_sum(excess)
         return loss
+
+    def use_train_config(self, train: TrainConfig) -> None:
+        """The training options the loss reads (`train.negative_targets`,
+        `train.logq_weight`): plain attributes, not model state."""
+        self.negative_targets = train.negative_targets
+        self.logq_weight = train.logq_weight
 
     def _sampling_probability(self, probability: tf.Tensor) -> tf.Tensor | None:
         """What the loss subtracts the log of (`train.logq_weight` w): q^w, so

@@ -155,8 +155,7 @@ def train(cfg: MerConfig, data_dir: str, rt: runtime.Runtime, verbose: int = 2, 
         model = build_model(cfg.model, table, cfg.train.seed)
         model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
         create_variables(model, sample_batch(data_dir, cfg))
-        model.negative_targets = cfg.train.negative_targets
-        model.logq_weight = cfg.train.logq_weight
+        model.use_train_config(cfg.train)
         if cfg.train.logq_warm_start:  # a resumed job's backup overwrites it with the saved state
             ids, counts = target_counts(columns, split["train_range"])
             model.frequency.warm_start(ids, counts, split["train_records"] / batch)

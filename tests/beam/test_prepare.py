@@ -207,8 +207,6 @@ def test_missing_required_input_is_a_clear_error(tmp_path):
         prepare.source_inputs(cfg)
 
 
-
-
 def _shard_counts(directory):
     return sorted({p.name.rsplit("-of-", 1)[1] for p in directory.glob("*-of-*")})
 

@@ -75,8 +75,7 @@ def test_max_association_loss_is_the_served_score(world, overrides):
     tf.keras.utils.set_random_seed(0)
     cfg = load_config("synthetic-small", overrides + ["model.association=max"])
     model = build_model(cfg.model, load_item_table(world), seed=0)
-    model.negative_targets = cfg.train.negative_targets
-    model.logq_weight = cfg.train.logq_weight
+    model.use_train_config(cfg.train)
     batch = next(iter(build_dataset(f"{world}/{features.TRAIN_IMPLICIT}-*", 256, 50, shuffle=False)))
     create_variables(model, batch)
     # Unequal sampling probabilities (a flat estimate shifts every logit alike: softmax ignores it).
