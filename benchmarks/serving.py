@@ -7,10 +7,11 @@ What it measures (the serving issue's bars):
          latency, throughput, errors (failed requests by gRPC code, and
          answers without `budget` de-duplicated candidates: SHORT_RESPONSE,
          DUPLICATE_CANDIDATES), the service's own split from
-         `RetrieveResponse.stage_ms` (towers = the model-server round trip,
-         ann = the ScaNN queries and filters, merge = budgets and merge,
-         response = the response message, total; client - total = gRPC
-         transport and queueing), server CPU per request, and the cores other processes
+         `RetrieveResponse.stage_ms` (`serving.client.STAGES`: towers = the
+         model-server round trip, ann = the ScaNN queries and filters,
+         collect = the lists picked up and the response header, merge =
+         budgets and merge, response = the candidates' bytes, total;
+         client - total = gRPC transport and queueing), server CPU per request, and the cores other processes
          kept busy meanwhile (`/proc/stat`: the machine may be shared).
   breakdown  one client, the same histories with no followed topics
          (implicit embeddings only) and with the 5 most common topics.
@@ -68,6 +69,7 @@ from typing import NamedTuple
 
 import numpy as np
 from benchmarks import write_result
+from serving.client import STAGES
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 log = logging.getLogger("benchmarks.serving")
@@ -78,7 +80,6 @@ NEGATIVE_SHARE = 0.05
 NUM_USERS = 1000
 WARMUP_USERS = 64  # rows of the user towers' warmup requests
 EMBED_BATCH = 65536
-STAGES = ("towers", "ann", "merge", "response", "total")
 SWAPPED = 2  # the version written during the hot swap
 # Cached exports of another format are rebuilt (2: explicit topic indexes;
 # 3: 7 implicit embeddings counting the global interest, all valid; 2 had
@@ -660,9 +661,9 @@ def print_report(result: dict) -> None:
                   f"{_fmt(s['p99'])} |")
     if result.get("breakdown"):
         print("\nOne client, other followed topics (same histories):\n")
-        print("| requests with | p50 ms | p90 ms | towers mean | ann mean | merge mean | response mean | total mean | "
-              "short answers | other processes' cores |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| requests with | p50 ms | p90 ms | " + " | ".join(f"{k} mean" for k in STAGES)
+              + " | short answers | other processes' cores |")
+        print("|---|---|---|" + "---|" * len(STAGES) + "---|---|")
         one = next((r for r in result["levels"] if r["clients"] == 1), None)
         rows = ([{"requests_with": f"{FOLLOWED} followed topics (as above)", **one}] if one else [])
         for r in rows + result["breakdown"]:

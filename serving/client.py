@@ -12,6 +12,14 @@ import grpc
 from serving.protos import retrieval_pb2 as pb
 from serving.protos import retrieval_pb2_grpc as pb_grpc
 
+# The keys of `RetrieveResponse.stage_ms` (milliseconds), in the order a
+# request passes them; all but total add up to total. towers = until the
+# last user tower answered; ann = the searches and filters not hidden behind
+# the towers; collect = the request thread picking up the lists (its
+# wake-up, stacking them, the response header); merge = budgets and merge;
+# response = the candidates' bytes.
+STAGES = ("towers", "ann", "collect", "merge", "response", "total")
+
 
 def retrieve_request(history: list[str], negative: list[bool] | None = None, followed_topics: list[str] = (),
                      budget: int = 0, seed: int = 0, merge_policy: str = "") -> pb.RetrieveRequest:

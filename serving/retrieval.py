@@ -32,6 +32,7 @@ from common.item_index import exact_search
 from common.merging import POLICIES, budgets, merge
 from serving import indexes as index_lib
 from serving import wire
+from serving.client import STAGES
 from serving.retrieval_config import RetrievalConfig
 from serving.tensors import int64_tensor, string_tensor, to_numpy
 
@@ -427,7 +428,7 @@ class Retriever:
         for retriever, index in loaded.items():
             header.versions[retriever] = index.version
         candidates, count = b"", 0
-        merged = time.monotonic()
+        collected = merged = time.monotonic()
         if len(lists.rows):
             budget = budgets(lists.weight[None, :], np.ones((1, len(lists.weight)), bool), query.budget)[0]
             items, source, position = merge(query.policy, lists.rows, lists.scores, budget, query.budget,
@@ -441,7 +442,8 @@ class Retriever:
                                       search=lists.search[j])
             candidates, count = self._candidates(lists, loaded, items, source, position), len(items)
         done = time.monotonic()
-        for stage, ms in (("towers", t_towers - started), ("ann", t_ann - t_towers), ("merge", merged - t_ann),
-                          ("response", done - merged), ("total", done - started)):
-            header.stage_ms[stage] = round(ms * 1000.0, 3)
+        spans = (t_towers - started, t_ann - t_towers, collected - t_ann, merged - collected, done - merged,
+                 done - started)
+        for stage, seconds in zip(STAGES, spans):
+            header.stage_ms[stage] = round(seconds * 1000.0, 3)
         return Answer(header, candidates, count)

@@ -23,12 +23,12 @@ from google.protobuf.message import DecodeError
 
 from common.extras import require
 from serving.protos import retrieval_pb2 as pb
+from serving.client import STAGES
 from serving.retrieval import Answer, RequestError, Retriever, UpstreamError
 from serving.retrieval_config import RetrievalConfig
 
 log = logging.getLogger(__name__)
 SERVICE = "mer.retrieval.v1.Retrieval"
-STAGES = ("towers", "ann", "merge", "response", "total")
 CHANNEL_OPTIONS = [
     # Reconnect quickly when the model server comes back (gRPC's default
     # backoff grows to two minutes).

@@ -58,7 +58,7 @@ def test_levels_report_latency_stages_and_no_failures(run):
         assert 0 < r["candidates_min"] <= r["candidates_mean"] <= result["budget"] == 1000
         lat = r["latency_ms"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
-        assert set(r["stage_ms"]) == {"towers", "ann", "merge", "response", "total", "client - total"}
+        assert set(r["stage_ms"]) == {"towers", "ann", "collect", "merge", "response", "total", "client - total"}
         assert r["stage_ms"]["total"]["mean"] >= r["stage_ms"]["ann"]["mean"] > 0
         assert r["embeddings_per_request"]["implicit"] > 0 and r["embeddings_per_request"]["explicit"] == 5
     assert "| clients | seconds | requests | throughput req/s | p50 ms | p90 ms | p99 ms |" in printed

@@ -173,6 +173,19 @@ def test_answer_equals_numpy_reference(stack, client, trained, world):
             ("explicit", "topic_index")} <= searches, searches
 
 
+def test_stage_ms_splits_the_request(client, world):
+    """`stage_ms` reports every stage of `serving.client.STAGES`, none
+    negative, and the stages before total add up to it (each is rounded to
+    1 us): no stage overlaps another or leaves a gap."""
+    from serving.client import STAGES
+
+    for history, negative, topics in eval_users(world)[:3]:
+        ms = dict(client.retrieve(history, negative, topics[:5], budget=60).stage_ms)
+        assert set(ms) == set(STAGES)
+        assert min(ms.values()) >= 0 and ms["merge"] > 0 and ms["collect"] > 0
+        assert abs(sum(ms[s] for s in STAGES if s != "total") - ms["total"]) < 0.01, ms
+
+
 def test_topic_sample_is_seeded_and_reproducible(client, world):
     history, negative, _ = eval_users(world)[0]
     with open(f"{world}/vocab/topics.txt") as handle:
