@@ -115,11 +115,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max_records", type=int, default=0, help="0 = all eval records")
     p.add_argument("--bootstrap_seed", type=int, default=0)
     p.add_argument("--output", default=None, help="JSON path; default <model_dir>/evaluation.json")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show the logs of TensorFlow and other libraries (hidden by default)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from common.logs import setup_logging
+
+    setup_logging(args.verbose)  # before TensorFlow loads: its native start-up lines stay hidden
     try:
         cfg, model, summary = load_trained(args.model_dir, args.data_dir)
         data_dir = args.data_dir or summary["data_dir"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import glob
 import json
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -107,6 +109,14 @@ def test_train_writes_model_logs_and_tuning_metric(world, tmp_path, capsys):
     served = report["served_hr"]
     assert 0 < served["20"]["mean"] <= served["50"]["mean"] <= 1
     assert "| HR |" in capsys.readouterr().out
+    # As a user runs it, in a process of its own: the table on stdout, and
+    # none of TensorFlow's native start-up lines on stderr (hidden without -v).
+    done = subprocess.run([sys.executable, "-m", "mer", "evaluate", "--model_dir", str(model_dir), "--ks", "20",
+                           "--max_records", "50", "--output", str(tmp_path / "quiet.json")],
+                          capture_output=True, text=True, timeout=600, cwd=pathlib.Path(__file__).parents[2])
+    assert done.returncode == 0 and "| HR |" in done.stdout, done.stderr
+    native = ("cuInit", "InitializeLog", "PredictCost", "cpu_feature_guard", "cudart_stub", "oneDNN")
+    assert not [line for line in done.stderr.splitlines() if any(n in line for n in native)], done.stderr
 
 
 def test_early_stopping_stops_on_a_flat_validation_curve_reading_a_gfile_uri(world, tmp_path):
