@@ -444,6 +444,6 @@ class Retriever:
         done = time.monotonic()
         spans = (t_towers - started, t_ann - t_towers, collected - t_ann, merged - collected, done - merged,
                  done - started)
-        for stage, seconds in zip(STAGES, spans):
+        for stage, seconds in zip(STAGES, spans, strict=True):  # one span per stage, in STAGES order
             header.stage_ms[stage] = round(seconds * 1000.0, 3)
         return Answer(header, candidates, count)
